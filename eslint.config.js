@@ -1,0 +1,58 @@
+// Lint rules that guard the project's promises: no floating promises (every wait is
+// awaited or handled), no import cycles, and imports that only point down the layers of
+// ../shared/DESIGN.md: cli → api → service → store → ssh → lifecycle; diagnostics reads
+// lifecycle and is read by service, api and cli.
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+import importX from 'eslint-plugin-import-x';
+
+/** Each layer and the layers it must never import (everything above it). */
+const LAYERS = {
+  lifecycle: ['cli', 'api', 'service', 'store', 'ssh', 'diagnostics'],
+  diagnostics: ['cli', 'api', 'service', 'store', 'ssh'],
+  ssh: ['cli', 'api', 'service', 'store', 'diagnostics'],
+  store: ['cli', 'api', 'service', 'diagnostics'],
+  service: ['cli', 'api'],
+  api: ['cli'],
+};
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', 'data/**', 'bench/out/**', 'bench/peers/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommendedTypeChecked,
+  {
+    languageOptions: {
+      parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
+    },
+    plugins: { 'import-x': importX },
+    rules: {
+      '@typescript-eslint/no-floating-promises': [
+        'error',
+        // node:test's test()/describe() promises are awaited by the runner itself.
+        { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['test', 'describe', 'it', 'suite'] }] },
+      ],
+      '@typescript-eslint/consistent-type-imports': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      'import-x/no-cycle': 'error',
+      'import-x/no-restricted-paths': [
+        'error',
+        {
+          zones: Object.entries(LAYERS).map(([layer, above]) => ({
+            target: `./src/${layer}`,
+            from: above.map((a) => `./src/${a}`),
+            message: `src/${layer} must not import a layer above it (see DESIGN.md "Layers").`,
+          })),
+        },
+      ],
+    },
+    settings: { 'import-x/resolver': { node: { extensions: ['.ts', '.js'] } } },
+  },
+  {
+    files: ['**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { process: 'readonly', console: 'readonly' },
+    },
+  },
+);

@@ -1,0 +1,83 @@
+import type { Stage } from './stages.ts';
+
+/**
+ * Why a task did not complete: the stable error codes of DESIGN.md, used verbatim by the
+ * CLI, the API, metric labels and the database. Never rename one.
+ */
+export const ERROR_CODES = [
+  'dns-error',
+  'connect-refused',
+  'connect-timeout',
+  'handshake-timeout',
+  'hostkey-unknown',
+  'hostkey-mismatch',
+  'auth-failed',
+  'auth-timeout',
+  'channel-open-failed',
+  'command-timeout',
+  'idle-timeout',
+  'connection-lost',
+  'cancelled',
+  'protocol-error',
+  'internal',
+] as const;
+
+/** One of {@link ERROR_CODES}. */
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** What each code means, for help texts, API docs and the test that every code is documented. */
+export const ERROR_CATALOG: Readonly<Record<ErrorCode, string>> = {
+  'dns-error': 'the host name could not be resolved',
+  'connect-refused': 'the TCP connection was refused or the host is unreachable',
+  'connect-timeout': 'the TCP connection was not established within the connect deadline',
+  'handshake-timeout': 'the SSH banner, key exchange or host key check did not finish within the handshake deadline',
+  'hostkey-unknown': 'the host key is not in known_hosts and the policy does not accept new keys',
+  'hostkey-mismatch': 'the host key differs from the one in known_hosts, or is revoked; the command was not run',
+  'auth-failed': 'the server rejected every authentication method offered',
+  'auth-timeout': 'authentication did not finish within the auth deadline',
+  'channel-open-failed': 'the server refused to open a session channel or to start the command',
+  'command-timeout': 'the command did not finish within the command deadline and was stopped',
+  'idle-timeout': 'the command printed nothing for longer than the idle deadline and was stopped',
+  'connection-lost': 'the connection closed or stopped answering (SSH keepalive) before the command finished',
+  cancelled: 'the task was cancelled',
+  'protocol-error': 'the server broke the SSH protocol or sent something leash cannot use',
+  internal: 'a bug in leash; the message says where',
+};
+
+/** True when `value` is one of the stable error codes. */
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && (ERROR_CODES as readonly string[]).includes(value);
+}
+
+/**
+ * A task failure: a stable `code`, the `stage` it happened in, a message that names the
+ * problem (never a secret), and the underlying `cause`.
+ */
+export class LeashError<C extends ErrorCode = ErrorCode> extends Error {
+  override readonly name = 'LeashError';
+  readonly code: C;
+  readonly stage: Stage;
+
+  constructor(code: C, stage: Stage, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.stage = stage;
+  }
+
+  /** The wire shape used by `--json` output and the API: `{code, stage, message}`. */
+  toJSON(): { code: C; stage: Stage; message: string } {
+    return { code: this.code, stage: this.stage, message: this.message };
+  }
+}
+
+/** True for a {@link LeashError}, optionally of one code. */
+export function isLeashError(err: unknown, code?: ErrorCode): err is LeashError {
+  return err instanceof LeashError && (code === undefined || err.code === code);
+}
+
+/** Any thrown value as a LeashError: unknown failures become `internal` in `stage`. */
+export function asLeashError(err: unknown, stage: Stage): LeashError {
+  if (err instanceof LeashError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new LeashError('internal', stage, `unexpected failure: ${message}`, { cause: err });
+}
