@@ -46,8 +46,8 @@ export class LinkedAbort {
 
 /** How an event-driven wait settles. */
 export interface Settle<T> {
-  resolve(value: T): void;
-  reject(err: unknown): void;
+  readonly resolve: (value: T) => void;
+  readonly reject: (err: unknown) => void;
 }
 
 /**
@@ -58,13 +58,13 @@ export interface Settle<T> {
 export function waitUntil<T>(signal: AbortSignal, start: (settle: Settle<T>) => (() => void) | void): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let done = false;
-    let cleanup: (() => void) | void;
-    let unlink: () => void = noop;
+    // Filled in once `start` returns; `start` may settle before that.
+    const detach: { cleanup: (() => void) | void; unlink: () => void } = { cleanup: undefined, unlink: noop };
     const finish = (): boolean => {
       if (done) return false;
       done = true;
-      unlink();
-      cleanup?.();
+      detach.unlink();
+      detach.cleanup?.();
       return true;
     };
     const settle: Settle<T> = {
@@ -72,16 +72,19 @@ export function waitUntil<T>(signal: AbortSignal, start: (settle: Settle<T>) => 
         if (finish()) resolve(value);
       },
       reject: (err) => {
+        // An abort reason is whatever the aborter chose; leash's are LeashErrors.
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
         if (finish()) reject(err);
       },
     };
-    cleanup = start(settle);
+    const cleanup = start(settle);
     if (done) {
       // `start` settled synchronously before its cleanup was known.
       cleanup?.();
       return;
     }
-    unlink = onAbort(signal, (reason) => settle.reject(reason));
+    detach.cleanup = cleanup;
+    detach.unlink = onAbort(signal, (reason) => settle.reject(reason));
   });
 }
 

@@ -75,9 +75,19 @@ export function isLeashError(err: unknown, code?: ErrorCode): err is LeashError 
   return err instanceof LeashError && (code === undefined || err.code === code);
 }
 
-/** Any thrown value as a LeashError: unknown failures become `internal` in `stage`. */
-export function asLeashError(err: unknown, stage: Stage): LeashError {
-  if (err instanceof LeashError) return err;
+/**
+ * Any thrown value or abort reason as a LeashError. Cancellers abort with a LeashError
+ * (see {@link cancelledError}); a bare `abort()` (an AbortError) counts as a cancel; anything
+ * else is a bug in leash and becomes `internal`, keeping the original as `cause`.
+ */
+export function asTaskError(err: unknown, stage: Stage): LeashError {
+  if (err instanceof LeashError) return err as LeashError;
+  if (err instanceof Error && err.name === 'AbortError') return cancelledError(stage, 'cancelled', err);
   const message = err instanceof Error ? err.message : String(err);
   return new LeashError('internal', stage, `unexpected failure: ${message}`, { cause: err });
+}
+
+/** The abort reason for cancelling a task that is in `stage`. */
+export function cancelledError(stage: Stage, why: string, cause?: unknown): LeashError<'cancelled'> {
+  return new LeashError('cancelled', stage, why, cause === undefined ? undefined : { cause });
 }

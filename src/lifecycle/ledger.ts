@@ -99,6 +99,7 @@ export class ResourceLedger {
    * `onRelease` runs once, when the handle is released (e.g. clearing a timer).
    */
   open(kind: ResourceKind, owner: string, attrs: ResourceAttrs = {}, onRelease?: () => void): ResourceHandle {
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- only a stack-trace boundary, never called
     return this.#register(kind, owner, attrs, onRelease, ResourceLedger.prototype.open);
   }
 
@@ -122,9 +123,9 @@ export class ResourceLedger {
    * Timers are unref'd: a deadline must never be what keeps the process alive.
    */
   timeout(owner: string, ms: number, fn: () => void, attrs: ResourceAttrs = {}): ResourceHandle {
-    let timer: NodeJS.Timeout | undefined;
+    // eslint-disable-next-line @typescript-eslint/unbound-method -- only a stack-trace boundary, never called
     const handle = this.#register('timer', owner, { ms, ...attrs }, () => clearTimeout(timer), ResourceLedger.prototype.timeout);
-    timer = setTimeout(() => {
+    const timer = setTimeout(() => {
       if (handle.release()) fn();
     }, ms);
     timer.unref();

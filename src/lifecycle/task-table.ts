@@ -18,6 +18,9 @@ export interface StageMark {
 /** What a live task is doing right now, for progress reports and debug dumps. */
 export interface TaskProgress {
   readonly id: string;
+  readonly stage: Stage;
+  /** What the task is blocked on right now, or null. */
+  readonly waiting: string | null;
   /** Moves to a later stage; moving backwards or sideways is a bug and throws. */
   enter(stage: Stage): void;
   /** Says what the task is blocked on (`server-banner`, `auth-response`, ...), or null. */
@@ -135,6 +138,7 @@ export class TaskTable {
       options.target,
       options.attrs ?? {},
       options.hardDeadlineMs ?? null,
+      // eslint-disable-next-line @typescript-eslint/unbound-method -- only a stack-trace boundary, never called
       new CreationSite(TaskTable.prototype.create),
     );
     this.#live.set(id, task);
