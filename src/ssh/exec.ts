@@ -1,0 +1,251 @@
+import type { ClientChannel } from 'ssh2';
+import { LinkedAbort, waitUntil } from '../lifecycle/abort.ts';
+import { withDeadline } from '../lifecycle/deadline.ts';
+import { asTaskError, LeashError } from '../lifecycle/errors.ts';
+import type { ResourceHandle, ResourceLedger } from '../lifecycle/ledger.ts';
+import type { TaskProgress } from '../lifecycle/task-table.ts';
+import type { SshConnection } from './connection.ts';
+import { OutputCapture } from './output-capture.ts';
+import { remoteCommandLine } from './remote-command.ts';
+import { killRemote } from './remote-kill.ts';
+
+/** Deadlines after the connection is ready, in ms; 0 disables one. */
+export interface ExecTimeouts {
+  /** Opening the session channel and starting the command. Default 10 000. */
+  readonly channelMs: number;
+  /** The command as a whole, from start to exit. Default 600 000 (10 minutes). */
+  readonly commandMs: number;
+  /** Longest silence (no stdout or stderr) allowed while the command runs. Default 0 (off). */
+  readonly idleMs: number;
+}
+
+/** Which output stream a chunk came from. */
+export type OutputStream = 'stdout' | 'stderr';
+
+/** One command to run on an open connection. */
+export interface ExecRequest {
+  readonly command: string;
+  /** Exported to the command through the remote shell (names must be shell identifiers). */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Written to the command's stdin, which is then closed. Without it stdin is closed at once. */
+  readonly stdin?: string | Buffer | null;
+  readonly timeouts: ExecTimeouts;
+  /** Bytes kept per stream (head and tail halves). Default 1 MiB. */
+  readonly maxOutputBytes: number;
+  /**
+   * After a timeout or cancel, how long to wait for the remote process to die once it was
+   * sent SIGKILL, before closing the channel regardless. Default 2 000.
+   */
+  readonly killGraceMs?: number;
+  /** Every output chunk, as it arrives (for live output and server-sent events). */
+  readonly onOutput?: (stream: OutputStream, chunk: Buffer) => void;
+}
+
+/**
+ * What became of a command. A non-zero exit or a death by signal is a result, not an error
+ * (x/crypto's ExitError); `error` is set only when the command did not complete normally.
+ */
+export interface ExecResult {
+  readonly exitCode: number | null;
+  readonly signal: string | null;
+  /** The channel closed without an exit status or exit signal. */
+  readonly exitStatusMissing: boolean;
+  readonly stdout: OutputCapture;
+  readonly stderr: OutputCapture;
+  /** After a timeout or cancel: whether the remote process was seen to die. Null otherwise. */
+  readonly killConfirmed: boolean | null;
+  readonly error: LeashError | null;
+}
+
+/** The ledger, the task that owns the work, and its cancel signal. */
+export interface ExecScope {
+  readonly ledger: ResourceLedger;
+  readonly task: TaskProgress;
+  readonly signal: AbortSignal;
+}
+
+/** After `exit` arrives, how long `close` may lag before the channel is closed by us (ssh2#980). */
+const EXIT_CLOSE_GRACE_MS = 2000;
+const DEFAULT_KILL_GRACE_MS = 2000;
+
+/**
+ * Runs one command on a ready connection: stage `channel` (open a session and exec) under
+ * its deadline, then `running` under the command and idle deadlines. On a deadline or a
+ * cancel the remote session is killed (see remote-kill.ts) and the channel closed; if the
+ * server does not cooperate the connection is destroyed. Never rejects for a remote failure: see {@link ExecResult}.
+ */
+export async function execCommand(connection: SshConnection, request: ExecRequest, scope: ExecScope): Promise<ExecResult> {
+  const stdout = new OutputCapture(request.maxOutputBytes);
+  const stderr = new OutputCapture(request.maxOutputBytes);
+  const empty = { exitCode: null, signal: null, exitStatusMissing: false, stdout, stderr, killConfirmed: null };
+  const commandLine = remoteCommandLine(request.command, request.env);
+  let channel: ClientChannel;
+  try {
+    channel = await openExecChannel(connection, commandLine.line, request.timeouts.channelMs, scope);
+  } catch (err) {
+    return { ...empty, error: asTaskError(err, 'channel') };
+  }
+  return runOnChannel(connection, channel, commandLine.execId, request, scope, stdout, stderr);
+}
+
+/** Opens a session channel and sends `exec`, bounded by the channel deadline. */
+async function openExecChannel(connection: SshConnection, command: string, channelMs: number, scope: ExecScope): Promise<ClientChannel> {
+  const { ledger, task } = scope;
+  const { host, port } = connection.target;
+  task.enter('channel');
+  task.wait('channel-open');
+  let refused = false;
+  try {
+    return await withDeadline(
+    {
+      ledger,
+      owner: task.id,
+      ms: channelMs,
+      parent: scope.signal,
+      label: 'channel',
+      onTimeout: () => new LeashError('channel-open-failed', 'channel', `no answer to channel open or exec from ${host}:${port} within ${channelMs} ms`),
+    },
+    (signal) =>
+      waitUntil<ClientChannel>(signal, ({ resolve, reject }) => {
+        let settled = false;
+        const handle: ResourceHandle = ledger.open('channel', task.id, { host, port });
+        const onClose = (): void => reject(connection.failure('channel'));
+        const client = connection.client as unknown as NodeJS.EventEmitter;
+        client.once('close', onClose);
+        try {
+          connection.client.exec(command, {}, (err, stream) => {
+            if (err) {
+              handle.release();
+              refused = true;
+              reject(new LeashError('channel-open-failed', 'channel', `${host}:${port} refused the session: ${err.message}`, { cause: err }));
+              return;
+            }
+            stream.once('close', () => handle.release());
+            // A channel may emit 'error' (e.g. a failed write); never let one go unheard.
+            stream.on('error', () => {});
+            stream.stderr.on('error', () => {});
+            if (settled) {
+              // It arrived after the deadline: nobody will use it.
+              stream.close();
+              return;
+            }
+            settled = true;
+            resolve(stream);
+          });
+        } catch (err) {
+          // ssh2 throws 'Not connected' synchronously when the socket is already gone.
+          handle.release();
+          reject(new LeashError('connection-lost', 'channel', `connection to ${host}:${port} lost before the channel opened`, { cause: err }));
+        }
+        return () => {
+          settled = true;
+          client.off('close', onClose);
+        };
+      }),
+    );
+  } catch (err) {
+    // A deadline or cancel while the server had not answered: a channel may still arrive
+    // later, so the connection cannot be trusted (or pooled) any more.
+    if (!refused) await connection.destroy();
+    throw err;
+  }
+}
+
+/** Stage `running`: drain output, watch the deadlines, kill on expiry, settle on `close`. */
+async function runOnChannel(
+  connection: SshConnection,
+  channel: ClientChannel,
+  execId: string,
+  request: ExecRequest,
+  scope: ExecScope,
+  stdout: OutputCapture,
+  stderr: OutputCapture,
+): Promise<ExecResult> {
+  const { ledger, task } = scope;
+  const owner = task.id;
+  const { commandMs, idleMs } = request.timeouts;
+  task.enter('running');
+  task.wait('command-output');
+
+  let exitCode: number | null = null;
+  let exitSignal: string | null = null;
+  let exited = false;
+  let lastOutputAt = Date.now();
+  const stop = new LinkedAbort(scope.signal);
+  const timers: ResourceHandle[] = [];
+  const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
+
+  let exitGraceOver: () => void = () => {};
+  const exitGrace = new Promise<void>((resolve) => (exitGraceOver = resolve));
+  channel.on('exit', (code: number | null, signalName?: string) => {
+    exited = true;
+    exitCode = typeof code === 'number' ? code : null;
+    // ssh2 reports OpenSSH's `KILL` as `SIGKILL`, the way Node names signals.
+    exitSignal = typeof signalName === 'string' ? signalName : null;
+    // `close` normally follows at once; do not wait on a server that never sends it.
+    timers.push(
+      ledger.timeout(owner, EXIT_CLOSE_GRACE_MS, () => {
+        channel.close();
+        exitGraceOver();
+      }, { purpose: 'exit-close-grace' }),
+    );
+  });
+  const onChunk = (stream: OutputStream, capture: OutputCapture) => (chunk: Buffer) => {
+    lastOutputAt = Date.now();
+    capture.push(chunk);
+    request.onOutput?.(stream, chunk);
+  };
+  channel.on('data', onChunk('stdout', stdout));
+  channel.stderr.on('data', onChunk('stderr', stderr));
+
+  if (commandMs > 0) {
+    timers.push(
+      ledger.timeout(owner, commandMs, () => stop.abort(new LeashError('command-timeout', 'running', `command still running after ${commandMs} ms; stopped`)), {
+        deadline: 'command',
+      }),
+    );
+  }
+  if (idleMs > 0) {
+    // One timer per idle period, re-armed for the remainder, not one per output chunk.
+    const armIdle = (ms: number): void => {
+      timers.push(
+        ledger.timeout(owner, ms, () => {
+          const silentFor = Date.now() - lastOutputAt;
+          if (silentFor >= idleMs) stop.abort(new LeashError('idle-timeout', 'running', `no output for ${idleMs} ms; stopped`));
+          else armIdle(idleMs - silentFor);
+        }, { deadline: 'idle' }),
+      );
+    };
+    armIdle(idleMs);
+  }
+
+  try {
+    channel.end(request.stdin ?? undefined);
+    const stopped = new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
+    await Promise.race([closed, connection.closed, stopped, exitGrace]);
+    if (stop.signal.aborted && !exited) {
+      const killConfirmed = await killRemote({
+        connection,
+        channel,
+        execId,
+        channelClosed: closed,
+        graceMs: request.killGraceMs ?? DEFAULT_KILL_GRACE_MS,
+        ledger,
+        task,
+        exited: () => exited,
+      });
+      return { exitCode, signal: exitSignal, exitStatusMissing: false, stdout, stderr, killConfirmed, error: asTaskError(stop.signal.reason, 'running') };
+    }
+    if (!exited) await Promise.race([closed, connection.closed, exitGrace]);
+    if (exited) {
+      return { exitCode, signal: exitSignal, exitStatusMissing: false, stdout, stderr, killConfirmed: null, error: null };
+    }
+    const error = connection.alive
+      ? new LeashError('protocol-error', 'running', 'the channel closed without an exit status or exit signal')
+      : connection.failure('running');
+    return { exitCode: null, signal: null, exitStatusMissing: true, stdout, stderr, killConfirmed: null, error };
+  } finally {
+    for (const timer of timers) timer.release();
+    stop.dispose();
+  }
+}

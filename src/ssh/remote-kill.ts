@@ -1,0 +1,99 @@
+import type { ClientChannel } from 'ssh2';
+import type { ResourceHandle, ResourceLedger } from '../lifecycle/ledger.ts';
+import type { TaskProgress } from '../lifecycle/task-table.ts';
+import { sendSignal } from './channel-signal.ts';
+import type { SshConnection } from './connection.ts';
+import { killSessionCommand } from './remote-command.ts';
+
+/** What {@link killRemote} needs to know about the command it stops. */
+export interface KillTarget {
+  readonly connection: SshConnection;
+  readonly channel: ClientChannel;
+  /** The LEASH_EXEC_ID marking the command's processes. */
+  readonly execId: string;
+  /** Resolves when the command's channel has closed. */
+  readonly channelClosed: Promise<void>;
+  /** How long the remote session may take to die. */
+  readonly graceMs: number;
+  readonly ledger: ResourceLedger;
+  readonly task: TaskProgress;
+  /** Whether the server has reported the command's exit (status or signal). */
+  readonly exited: () => boolean;
+}
+
+/** After our own channel close, how long the server may take before the connection is destroyed. */
+const CHANNEL_CLOSE_GRACE_MS = 1000;
+
+/**
+ * Stops a remote command after a deadline or cancel, and says whether its death was seen.
+ * Two ways at once, because each fails somewhere: a `signal` request (RFC 4254 §6.9;
+ * OpenSSH ≥ 7.9 sends it to the session's process group — but not for root logins), and a
+ * second channel that SIGKILLs every session marked with the command's LEASH_EXEC_ID
+ * (needs Linux /proc and procps). Then our channel close, and for a server that answers
+ * nothing, the connection. Confirmed means the server reported the command's exit.
+ */
+export async function killRemote(target: KillTarget): Promise<boolean> {
+  const { connection, channel, ledger, task } = target;
+  task.enter('closing');
+  task.wait('remote-kill');
+  const within = (ms: number): Promise<boolean> => {
+    let timer: ResourceHandle | undefined;
+    const expired = new Promise<boolean>((resolve) => {
+      timer = ledger.timeout(task.id, ms, () => resolve(false), { purpose: 'kill-grace' });
+    });
+    return Promise.race([target.channelClosed.then(() => true), connection.closed.then(() => true), expired]).finally(() => timer?.release());
+  };
+  sendSignal(channel, 'KILL');
+  const killer = runKillChannel(target);
+  const died = await within(target.graceMs);
+  await killer;
+  if (!died) {
+    channel.close();
+    if (!(await within(CHANNEL_CLOSE_GRACE_MS))) await connection.destroy();
+  }
+  return target.exited();
+}
+
+/**
+ * Runs the kill-by-LEASH_EXEC_ID command on a second channel of the same connection,
+ * bounded by the kill grace. Resolves when that channel has closed or the grace is over.
+ */
+function runKillChannel(target: KillTarget): Promise<void> {
+  const { connection, ledger, task } = target;
+  return new Promise<void>((resolve) => {
+    const handle = ledger.open('channel', task.id, { purpose: 'remote-kill' });
+    let stream: ClientChannel | null = null;
+    const timer = ledger.timeout(task.id, target.graceMs, () => {
+      // The kill command hangs or the server never answered: give up on it.
+      stream?.close();
+      if (!stream) handle.release();
+      resolve();
+    }, { purpose: 'kill-channel' });
+    const done = (): void => {
+      timer.release();
+      resolve();
+    };
+    try {
+      connection.client.exec(killSessionCommand(target.execId), (err, channel) => {
+        if (err) {
+          handle.release();
+          return done();
+        }
+        stream = channel;
+        channel.on('error', () => {});
+        channel.stderr.on('error', () => {});
+        channel.resume();
+        channel.stderr.resume();
+        channel.once('close', () => {
+          handle.release();
+          done();
+        });
+        channel.end();
+      });
+    } catch {
+      // 'Not connected': the connection is already gone, and so is the command.
+      handle.release();
+      done();
+    }
+  });
+}

@@ -1,0 +1,117 @@
+import net from 'node:net';
+import { waitUntil } from '../lifecycle/abort.ts';
+import { LeashError } from '../lifecycle/errors.ts';
+import type { ResourceHandle, ResourceLedger } from '../lifecycle/ledger.ts';
+
+/** Where to connect. */
+export interface TcpTarget {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** Options for {@link openTcpSocket}. */
+export interface TcpSocketOptions {
+  readonly ledger: ResourceLedger;
+  /** Ledger owner of the socket (the task id). */
+  readonly owner: string;
+  /** Aborted by the connect deadline or a cancel; the socket is destroyed at once. */
+  readonly signal: AbortSignal;
+  /**
+   * Idle time before the kernel's first TCP keepalive probe. Node passes whole seconds to
+   * the kernel and a value under 1000 ms leaves the 2 h default (../shared/SSH-PITFALLS.md 8),
+   * so it is raised to at least 1000 ms.
+   */
+  readonly keepAliveInitialDelayMs: number;
+}
+
+/**
+ * A TCP socket leash created, registered in the ledger from creation until its `close`
+ * event (when the file descriptor is really gone). `closed` resolves then.
+ */
+export class TrackedSocket {
+  readonly socket: net.Socket;
+  readonly closed: Promise<void>;
+  readonly #handle: ResourceHandle;
+
+  constructor(socket: net.Socket, handle: ResourceHandle) {
+    this.socket = socket;
+    this.#handle = handle;
+    this.closed = new Promise((resolve) => {
+      socket.once('close', () => {
+        handle.release();
+        resolve();
+      });
+    });
+    // A permanent listener: an 'error' with none crashes the process (SSH-PITFALLS 12).
+    socket.on('error', () => {});
+  }
+
+  get ledgerId(): number {
+    return this.#handle.id;
+  }
+
+  /** Moves the socket's ledger entry to a new owner (a pool taking over a connection). */
+  transfer(owner: string): void {
+    this.#handle.transfer(owner);
+  }
+
+  /** Destroys the socket now; `closed` resolves on the following tick. Idempotent. */
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+/**
+ * Opens a TCP connection (stage `connecting`: DNS lookup and TCP connect) that leash owns:
+ * TCP keepalive and TCP_NODELAY on (Nagle costs 20× on sequential sessions,
+ * ../shared/SSH-PITFALLS.md 15), and destroyed the moment `signal` aborts. It is handed to
+ * ssh2 as `sock` so that leash, not ssh2, decides when it dies.
+ */
+export async function openTcpSocket(target: TcpTarget, options: TcpSocketOptions): Promise<TrackedSocket> {
+  options.signal.throwIfAborted();
+  const socket = new net.Socket();
+  const handle = options.ledger.open('socket', options.owner, { host: target.host, port: target.port });
+  const tracked = new TrackedSocket(socket, handle);
+  try {
+    await waitUntil<void>(options.signal, ({ resolve, reject }) => {
+      const onConnect = (): void => resolve();
+      const onError = (err: NodeJS.ErrnoException): void => reject(connectError(err, target));
+      socket.once('connect', onConnect);
+      socket.once('error', onError);
+      socket.connect({
+        host: target.host,
+        port: target.port,
+        keepAlive: true,
+        keepAliveInitialDelay: Math.max(1000, options.keepAliveInitialDelayMs),
+        noDelay: true,
+      });
+      return () => {
+        socket.off('connect', onConnect);
+        socket.off('error', onError);
+      };
+    });
+  } catch (err) {
+    tracked.destroy();
+    await tracked.closed;
+    throw err;
+  }
+  return tracked;
+}
+
+const DNS_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA', 'EAI_ADDRFAMILY']);
+
+/** Maps a socket error during connect to a stable code, naming host, port and errno. */
+function connectError(err: NodeJS.ErrnoException, target: TcpTarget): LeashError {
+  const where = `${target.host}:${target.port}`;
+  const errno = err.code ?? 'unknown error';
+  if (DNS_ERRORS.has(errno)) {
+    return new LeashError('dns-error', 'connecting', `cannot resolve ${target.host} (${errno})`, { cause: err });
+  }
+  if (errno === 'ETIMEDOUT') {
+    return new LeashError('connect-timeout', 'connecting', `TCP connect to ${where} timed out in the kernel (ETIMEDOUT)`, { cause: err });
+  }
+  if (errno === 'ECONNREFUSED') {
+    return new LeashError('connect-refused', 'connecting', `connection to ${where} refused (ECONNREFUSED)`, { cause: err });
+  }
+  return new LeashError('connect-refused', 'connecting', `cannot connect to ${where} (${errno})`, { cause: err });
+}
