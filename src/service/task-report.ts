@@ -21,7 +21,7 @@ export interface TaskReport {
   readonly status: TerminalStatus;
   /** Remote exit code, or null when the command died by signal or never reported one. */
   readonly exitCode: number | null;
-  /** Signal name without `SIG` (e.g. `KILL`) when the remote command died by a signal. */
+  /** Signal name as Node writes it (e.g. `SIGKILL`) when the remote command died by a signal. */
   readonly signal: string | null;
   /** True when the channel closed without an exit status or exit signal (RFC 4254 §6.10). */
   readonly exitStatusMissing: boolean;
