@@ -81,6 +81,8 @@ export function isLeashError(err: unknown, code?: ErrorCode): err is LeashError 
  * else is a bug in leash and becomes `internal`, keeping the original as `cause`.
  */
 export function asTaskError(err: unknown, stage: Stage): LeashError {
+  // A canceller cannot know the stage; the task records where the cancel caught it.
+  if (err instanceof LeashError && err.code === 'cancelled' && err.stage !== stage) return cancelledError(stage, err.message, err.cause);
   if (err instanceof LeashError) return err as LeashError;
   if (err instanceof Error && err.name === 'AbortError') return cancelledError(stage, 'cancelled', err);
   const message = err instanceof Error ? err.message : String(err);

@@ -1,3 +1,4 @@
+import { getMaxListeners, setMaxListeners } from 'node:events';
 import type { TaskReport } from './task-report.ts';
 import { runTask, type RunTaskOptions, type TaskRunnerDeps } from './task-runner.ts';
 import type { TaskSpec } from './task-spec.ts';
@@ -18,6 +19,10 @@ export interface FanOutOptions {
  * spec gets exactly one report, also after a cancel. Resolves when the last task is terminal.
  */
 export async function fanOut(specs: readonly TaskSpec[], deps: TaskRunnerDeps, options: FanOutOptions): Promise<void> {
+  // Each running task links a couple of stage signals to the shared cancel signal at a
+  // time (always removed); that many listeners is expected, not a leak warning.
+  const workers = Math.max(1, Math.min(options.concurrency, specs.length));
+  setMaxListeners(Math.max(getMaxListeners(options.signal), workers * 4), options.signal);
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < specs.length) {
@@ -29,6 +34,5 @@ export async function fanOut(specs: readonly TaskSpec[], deps: TaskRunnerDeps, o
       options.onReport(report, index);
     }
   };
-  const workers = Math.max(1, Math.min(options.concurrency, specs.length));
   await Promise.all(Array.from({ length: workers }, worker));
 }

@@ -34,7 +34,7 @@ export interface ExecRequest {
   readonly maxOutputBytes: number;
   /**
    * After a timeout or cancel, how long to wait for the remote process to die once it was
-   * sent SIGKILL, before closing the channel regardless. Default 2 000.
+   * sent SIGKILL, before closing the channel regardless. Default 700.
    */
   readonly killGraceMs?: number;
   /** Every output chunk, as it arrives (for live output and server-sent events). */
@@ -66,7 +66,8 @@ export interface ExecScope {
 
 /** After `exit` arrives, how long `close` may lag before the channel is closed by us (ssh2#980). */
 const EXIT_CLOSE_GRACE_MS = 2000;
-const DEFAULT_KILL_GRACE_MS = 2000;
+/** Real sshd confirms a kill in well under 100 ms; a server that does not, gets little more. */
+const DEFAULT_KILL_GRACE_MS = 700;
 
 /**
  * Runs one command on a ready connection: stage `channel` (open a session and exec) under

@@ -47,15 +47,18 @@ export function remoteCommandLine(command: string, env: Readonly<Record<string, 
 }
 
 /**
- * A command that SIGKILLs every session holding a process marked with `execId` (Linux
- * /proc; needs ps and pkill from procps). Its own shell is not marked: the id appears in
- * its command line, never in its environment.
+ * A command that SIGKILLs every session holding a process marked with `execId`: one grep
+ * over every /proc/PID/environ finds the marked processes (Linux; GNU grep for -z), ps gives their
+ * session ids, pkill kills each session whole. A handful of processes in all, so it stays
+ * fast on a busy host. Its own shell is not marked: the id is in its command line, never
+ * in its environment.
  */
 export function killSessionCommand(execId: string): string {
   const mark = shellQuote(`${EXEC_ID_VARIABLE}=${execId}`);
   return (
     `m=${mark}; ` +
-    `for d in /proc/[0-9]*; do tr '\\0' '\\n' < "$d/environ" 2>/dev/null | grep -qxF "$m" && ps -o sid= -p "\${d#/proc/}"; done` +
-    ` | sort -u | while read -r s; do [ "$s" -gt 1 ] 2>/dev/null && pkill -KILL -s "$s"; done; true`
+    `p=$(grep -lzxF "$m" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | paste -sd, -); ` +
+    `[ -n "$p" ] && s=$(ps -o sid= -p "$p" | tr -d ' ' | sort -u | grep -vx '[01]' | paste -sd, -) && ` +
+    `[ -n "$s" ] && pkill -KILL -s "$s"; true`
   );
 }

@@ -47,15 +47,18 @@ export class SshRemoteExec implements RemoteExec {
     } catch (err) {
       return failedBeforeExec(asTaskError(err, task.stage), command.exec.maxOutputBytes);
     }
+    let result: ExecResult | null = null;
     try {
-      return await execCommand(connection, command.exec, { ledger, task, signal });
+      result = await execCommand(connection, command.exec, { ledger, task, signal });
+      return result;
     } catch (err) {
-      await connection.destroy();
       return failedBeforeExec(asTaskError(err, task.stage), command.exec.maxOutputBytes);
     } finally {
       if (task.stage !== 'closing') task.enter('closing');
       task.wait('disconnect');
-      await connection.close(CLOSE_GRACE_MS);
+      // After a failure the peer is suspect: no polite goodbye it may never answer.
+      if (result && !result.error) await connection.close(CLOSE_GRACE_MS);
+      else await connection.destroy();
     }
   }
 }

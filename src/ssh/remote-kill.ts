@@ -22,7 +22,7 @@ export interface KillTarget {
 }
 
 /** After our own channel close, how long the server may take before the connection is destroyed. */
-const CHANNEL_CLOSE_GRACE_MS = 1000;
+const CHANNEL_CLOSE_GRACE_MS = 250;
 
 /**
  * Stops a remote command after a deadline or cancel, and says whether its death was seen.
