@@ -1,0 +1,24 @@
+/**
+ * A mistake in what the user typed (a flag, a host list, an inventory file). The CLI
+ * prints its one-line message after `leash: ` and exits with status 2; no stack trace.
+ * Messages name the offending input, e.g.
+ * `bad duration "10x" for --timeout: expected a number with a unit: ms, s, m or h (e.g. 500ms, 10s, 2m)`.
+ */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+  /** The process exit status for a usage error (DESIGN.md "Contracts"). */
+  readonly exitCode = 2;
+
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+/**
+ * Quotes user input for a one-line message: JSON-style escapes (so a newline or a control
+ * character cannot break the line) and long input shortened in the middle.
+ */
+export function quoteInput(text: string, max = 80): string {
+  const shown = text.length > max ? `${text.slice(0, max - 20)}…${text.slice(-19)}` : text;
+  return JSON.stringify(shown);
+}
