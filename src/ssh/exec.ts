@@ -80,17 +80,50 @@ export async function execCommand(connection: SshConnection, request: ExecReques
   const stderr = new OutputCapture(request.maxOutputBytes);
   const empty = { exitCode: null, signal: null, exitStatusMissing: false, stdout, stderr, killConfirmed: null };
   const commandLine = remoteCommandLine(request.command, request.env);
+  const exit = new ExitWatch();
   let channel: ClientChannel;
   try {
-    channel = await openExecChannel(connection, commandLine.line, request.timeouts.channelMs, scope);
+    channel = await openExecChannel(connection, commandLine.line, request.timeouts.channelMs, scope, (stream) => exit.watch(stream));
   } catch (err) {
     return { ...empty, error: asTaskError(err, 'channel') };
   }
-  return runOnChannel(connection, channel, commandLine.execId, request, scope, stdout, stderr);
+  return runOnChannel(connection, channel, exit, commandLine.execId, request, scope, stdout, stderr);
 }
 
-/** Opens a session channel and sends `exec`, bounded by the channel deadline. */
-async function openExecChannel(connection: SshConnection, command: string, channelMs: number, scope: ExecScope): Promise<ClientChannel> {
+/**
+ * The command's exit status or signal, as the server reports it. It must listen from the
+ * moment the channel exists: ssh2 emits `exit` once, synchronously, and the report can
+ * arrive in the same TCP read as the reply to `exec`.
+ */
+class ExitWatch {
+  exited = false;
+  code: number | null = null;
+  /** Node-style name: ssh2 reports OpenSSH's `KILL` as `SIGKILL`. */
+  signal: string | null = null;
+  /** Called once when the exit arrives, if set by then. */
+  onExit: (() => void) | null = null;
+
+  watch(channel: ClientChannel): void {
+    channel.once('exit', (code: number | null, signalName?: string) => {
+      this.exited = true;
+      this.code = typeof code === 'number' ? code : null;
+      this.signal = typeof signalName === 'string' ? signalName : null;
+      this.onExit?.();
+    });
+  }
+}
+
+/**
+ * Opens a session channel and sends `exec`, bounded by the channel deadline. `onOpen` runs
+ * synchronously when the channel exists, before anything else can be emitted on it.
+ */
+async function openExecChannel(
+  connection: SshConnection,
+  command: string,
+  channelMs: number,
+  scope: ExecScope,
+  onOpen: (channel: ClientChannel) => void,
+): Promise<ClientChannel> {
   const { ledger, task } = scope;
   const { host, port } = connection.target;
   task.enter('channel');
@@ -131,6 +164,7 @@ async function openExecChannel(connection: SshConnection, command: string, chann
               return;
             }
             settled = true;
+            onOpen(stream);
             resolve(stream);
           });
         } catch (err) {
@@ -156,6 +190,7 @@ async function openExecChannel(connection: SshConnection, command: string, chann
 async function runOnChannel(
   connection: SshConnection,
   channel: ClientChannel,
+  exit: ExitWatch,
   execId: string,
   request: ExecRequest,
   scope: ExecScope,
@@ -168,29 +203,26 @@ async function runOnChannel(
   task.enter('running');
   task.wait('command-output');
 
-  let exitCode: number | null = null;
-  let exitSignal: string | null = null;
-  let exited = false;
   let lastOutputAt = Date.now();
+  let finished = false;
   const stop = new LinkedAbort(scope.signal);
   const timers: ResourceHandle[] = [];
   const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
 
+  // `close` normally follows the exit at once; do not wait on a server that never sends it.
   let exitGraceOver: () => void = () => {};
   const exitGrace = new Promise<void>((resolve) => (exitGraceOver = resolve));
-  channel.on('exit', (code: number | null, signalName?: string) => {
-    exited = true;
-    exitCode = typeof code === 'number' ? code : null;
-    // ssh2 reports OpenSSH's `KILL` as `SIGKILL`, the way Node names signals.
-    exitSignal = typeof signalName === 'string' ? signalName : null;
-    // `close` normally follows at once; do not wait on a server that never sends it.
+  const armExitGrace = (): void => {
+    if (finished) return;
     timers.push(
       ledger.timeout(owner, EXIT_CLOSE_GRACE_MS, () => {
         channel.close();
         exitGraceOver();
       }, { purpose: 'exit-close-grace' }),
     );
-  });
+  };
+  exit.onExit = armExitGrace;
+  if (exit.exited) armExitGrace();
   const onChunk = (stream: OutputStream, capture: OutputCapture) => (chunk: Buffer) => {
     lastOutputAt = Date.now();
     capture.push(chunk);
@@ -224,7 +256,7 @@ async function runOnChannel(
     channel.end(request.stdin ?? undefined);
     const stopped = new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
     await Promise.race([closed, connection.closed, stopped, exitGrace]);
-    if (stop.signal.aborted && !exited) {
+    if (stop.signal.aborted && !exit.exited) {
       const killConfirmed = await killRemote({
         connection,
         channel,
@@ -233,19 +265,22 @@ async function runOnChannel(
         graceMs: request.killGraceMs ?? DEFAULT_KILL_GRACE_MS,
         ledger,
         task,
-        exited: () => exited,
+        exited: () => exit.exited,
       });
-      return { exitCode, signal: exitSignal, exitStatusMissing: false, stdout, stderr, killConfirmed, error: asTaskError(stop.signal.reason, 'running') };
+      const error = asTaskError(stop.signal.reason, 'running');
+      return { exitCode: exit.code, signal: exit.signal, exitStatusMissing: false, stdout, stderr, killConfirmed, error };
     }
-    if (!exited) await Promise.race([closed, connection.closed, exitGrace]);
-    if (exited) {
-      return { exitCode, signal: exitSignal, exitStatusMissing: false, stdout, stderr, killConfirmed: null, error: null };
+    if (!exit.exited) await Promise.race([closed, connection.closed, exitGrace]);
+    if (exit.exited) {
+      return { exitCode: exit.code, signal: exit.signal, exitStatusMissing: false, stdout, stderr, killConfirmed: null, error: null };
     }
     const error = connection.alive
       ? new LeashError('protocol-error', 'running', 'the channel closed without an exit status or exit signal')
       : connection.failure('running');
     return { exitCode: null, signal: null, exitStatusMissing: true, stdout, stderr, killConfirmed: null, error };
   } finally {
+    finished = true;
+    exit.onExit = null;
     for (const timer of timers) timer.release();
     stop.dispose();
   }
