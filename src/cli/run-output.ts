@@ -96,7 +96,7 @@ export class RunOutput {
   #block(reports: readonly TaskReport[]): string {
     const first = reports[0]!;
     const names = reports.length === 1 ? hostLabel(first) : `${foldHosts(reports.map(hostLabel))} (${reports.length})`;
-    const lines = [`${this.#paint(first.status, '──')} ${names}  ${this.#paint(first.status, first.status)}  ${describeOutcome(first)}`];
+    const lines = [`${this.#paint(first.status, '──')} ${names}  ${this.#paint(first.status, first.status)}  ${describeOutcome(first, reports.length)}`];
     if (first.stdout.length > 0) lines.push(withNewline(first.stdout).trimEnd());
     if (first.stderr.length > 0) lines.push(`${this.#paint('nonzero-exit', '── stderr')}`, withNewline(first.stderr).trimEnd());
     if (first.truncated) {
@@ -139,14 +139,16 @@ function hostLabel(report: TaskReport): string {
   return report.port === 22 ? report.host : `${report.host}:${report.port}`;
 }
 
-function describeOutcome(report: TaskReport): string {
-  const took = formatDuration(report.durationMs);
+/** What happened, for a block header; a group shares code and stage but not messages or timings. */
+function describeOutcome(report: TaskReport, count: number): string {
+  const took = count === 1 ? `  ${formatDuration(report.durationMs)}` : '';
   if (report.error) {
     const kill = report.killConfirmed === null ? '' : report.killConfirmed ? ' (remote process killed)' : ' (remote kill NOT confirmed)';
-    return `${report.error.code} in ${report.error.stage}: ${report.error.message}${kill}  ${took}`;
+    const message = count === 1 ? `: ${report.error.message}` : '';
+    return `${report.error.code} in ${report.error.stage}${message}${kill}${took}`;
   }
-  if (report.signal !== null) return `killed by ${report.signal}  ${took}`;
-  return `exit ${report.exitCode ?? '?'}  ${took}`;
+  if (report.signal !== null) return `killed by ${report.signal}${took}`;
+  return `exit ${report.exitCode ?? '?'}${took}`;
 }
 
 function withNewline(text: string): string {
@@ -191,12 +193,13 @@ function toJsonGroup(reports: readonly TaskReport[]): Record<string, unknown> {
 
 /**
  * Groups reports whose visible result is identical (status, exit, signal, output, error
- * code and stage — not the error message, which names the host), largest group first.
+ * code and stage, kill confirmation — not the error message, which names the host),
+ * largest group first.
  */
 export function groupReports(reports: readonly TaskReport[]): TaskReport[][] {
   const groups = new Map<string, TaskReport[]>();
   for (const r of reports) {
-    const key = JSON.stringify([r.status, r.exitCode, r.signal, r.stdout, r.stderr, r.error?.code, r.error?.stage]);
+    const key = JSON.stringify([r.status, r.exitCode, r.signal, r.stdout, r.stderr, r.error?.code, r.error?.stage, r.killConfirmed]);
     const group = groups.get(key);
     if (group) group.push(r);
     else groups.set(key, [r]);
