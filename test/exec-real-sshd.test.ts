@@ -98,11 +98,12 @@ describe('results', () => {
 });
 
 describe('output caps', () => {
-  test('10 MiB of output keeps the exact head and tail and counts what was dropped', async () => {
-    // seq 1..1300000 prints about 9.2 MB: distinct lines make head and tail checkable.
-    const n = 1_300_000;
+  test('over 10 MiB of output keeps the exact head and tail and counts what was dropped', async () => {
+    // seq 1..1500000 prints about 10.9 MB: distinct lines make head and tail checkable.
+    const n = 1_500_000;
     let total = 0;
     for (let i = 1; i <= n; i++) total += String(i).length + 1;
+    assert.ok(total > 10 * 1024 * 1024);
     const cap = 1024 * 1024;
     const report = await runOne(testSpec(sshd, `seq 1 ${n}; echo bye >&2`, creds, { maxOutputBytes: cap }));
     assert.equal(report.status, 'ok');

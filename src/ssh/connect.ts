@@ -97,8 +97,9 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
       keepaliveInterval: options.keepalive.intervalMs,
       keepaliveCountMax: options.keepalive.countMax,
       ...(knownTypes.length > 0 ? { algorithms: { serverHostKey: preferKnownTypes(knownTypes) } } : {}),
+      // ssh2 calls this again on every re-key, possibly long after the handshake.
       hostVerifier: (key: Buffer, verify: (valid: boolean) => void): void => {
-        task.wait('host-key-check');
+        if (task.stage === 'handshake') task.wait('host-key-check');
         options.hostKeys.verify(target.host, target.port, key).then(
           (v: HostKeyVerdict) => {
             verdict = v;
