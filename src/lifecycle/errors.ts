@@ -85,8 +85,17 @@ export function asTaskError(err: unknown, stage: Stage): LeashError {
   if (err instanceof LeashError && err.code === 'cancelled' && err.stage !== stage) return cancelledError(stage, err.message, err.cause);
   if (err instanceof LeashError) return err as LeashError;
   if (err instanceof Error && err.name === 'AbortError') return cancelledError(stage, 'cancelled', err);
-  const message = err instanceof Error ? err.message : String(err);
-  return new LeashError('internal', stage, `unexpected failure: ${message}`, { cause: err });
+  return new LeashError('internal', stage, `unexpected failure: ${describe(err)}`, { cause: err });
+}
+
+/** A thrown value as text, for any value at all (String() throws for some objects). */
+function describe(value: unknown): string {
+  if (value instanceof Error) return value.message;
+  try {
+    return String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
 }
 
 /** The abort reason for cancelling a task that is in `stage`. */

@@ -147,7 +147,9 @@ export class TaskTable {
 
   /** Removes a task from the table as it reaches its terminal status. Idempotent. */
   finish(task: LiveTask, status: TerminalStatus): void {
-    if (!this.#live.delete(task.id)) return;
+    // Only this very task: a late second call must not remove a newer task reusing the id.
+    if (this.#live.get(task.id) !== task) return;
+    this.#live.delete(task.id);
     task._finish();
     if (finishChannel.hasSubscribers) finishChannel.publish({ task, status } satisfies TaskFinishEvent);
   }
