@@ -82,5 +82,5 @@ test('an encrypted key asks for its passphrase, and progress is drawn on the ter
   assert.equal(code, 0, screen);
   assert.match(screen, /typed-ok/);
   assert.ok(!screen.includes('typed passphrase'), 'the passphrase is not echoed');
-  assert.match(screen, /\r\x1b\[2K1\/1 done/, 'a progress line');
+  assert.ok(screen.includes('\r\x1b[2K1/1 done'), 'a progress line');
 });

@@ -58,7 +58,8 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
       specs.push(demoSpec(options, demo));
     }
 
-    const output = new RunOutput({ out: io.stdout, err: io.stderr }, options, specs.length);
+    const showUsers = new Set(specs.map((s) => s.target.user)).size > 1;
+    const output = new RunOutput({ out: io.stdout, err: io.stderr }, { json: options.json, group: options.group, showUsers }, specs.length);
     cancel.signal.addEventListener('abort', () => output.notice('leash: cancelling; remote processes are being stopped (Ctrl-C again to quit at once)'), {
       once: true,
     });

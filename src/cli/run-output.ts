@@ -1,5 +1,5 @@
 import type { ErrorCode } from '../lifecycle/errors.ts';
-import type { TaskReport } from '../service/task-report.ts';
+import type { TaskReport } from '../lifecycle/task-report.ts';
 import { formatDuration } from './duration.ts';
 import { foldHosts } from './host-fold.ts';
 
@@ -15,6 +15,11 @@ export interface OutputMode {
   readonly json: boolean;
   /** Fold hosts with identical results into one block, printed at the end. */
   readonly group: boolean;
+  /**
+   * Label hosts `user@host`: needed when the same host is reached as several users.
+   * Default: when the reports involve more than one user (known only for grouped output).
+   */
+  readonly showUsers?: boolean;
 }
 
 /** Counts of finished tasks, for the progress line and the summary. */
@@ -66,15 +71,16 @@ export class RunOutput {
     this.#tally.add(report);
     if (this.#mode.group) this.#grouped.push(report);
     else if (this.#mode.json) this.#write(`${JSON.stringify(toJsonLine(report))}\n`);
-    else this.#write(this.#block([report]));
+    else this.#write(this.#block([report], this.#mode.showUsers ?? false));
     this.#drawProgress();
   }
 
   /** Every task finished: grouped blocks, then the summary on stderr (not in JSON mode). */
   finish(): void {
     if (this.#mode.group) {
+      const showUsers = this.#mode.showUsers ?? new Set(this.#grouped.map((r) => r.user)).size > 1;
       for (const group of groupReports(this.#grouped)) {
-        this.#write(this.#mode.json ? `${JSON.stringify(toJsonGroup(group))}\n` : this.#block(group));
+        this.#write(this.#mode.json ? `${JSON.stringify(toJsonGroup(group))}\n` : this.#block(group, showUsers));
       }
     }
     this.#clearProgress();
@@ -93,9 +99,10 @@ export class RunOutput {
     this.#streams.out.write(text);
   }
 
-  #block(reports: readonly TaskReport[]): string {
+  #block(reports: readonly TaskReport[], showUsers: boolean): string {
     const first = reports[0]!;
-    const names = reports.length === 1 ? hostLabel(first) : `${foldHosts(reports.map(hostLabel))} (${reports.length})`;
+    const label = (r: TaskReport): string => hostLabel(r, showUsers);
+    const names = reports.length === 1 ? label(first) : `${foldHosts(reports.map(label))} (${reports.length})`;
     const lines = [`${this.#paint(first.status, '──')} ${names}  ${this.#paint(first.status, first.status)}  ${describeOutcome(first, reports.length)}`];
     if (first.stdout.length > 0) lines.push(withNewline(first.stdout).trimEnd());
     if (first.stderr.length > 0) lines.push(`${this.#paint('nonzero-exit', '── stderr')}`, withNewline(first.stderr).trimEnd());
@@ -134,9 +141,13 @@ export class RunOutput {
   }
 }
 
-/** `host`, or `host:port` when the port is not 22, with `user@` when several users are involved. */
-function hostLabel(report: TaskReport): string {
-  return report.port === 22 ? report.host : `${report.host}:${report.port}`;
+/**
+ * A host as `--hosts` would take it: `host`, `host:port` when the port is not 22 (an IPv6
+ * address in brackets then), with `user@` in front when asked.
+ */
+function hostLabel(report: TaskReport, showUser: boolean): string {
+  const host = report.port === 22 ? report.host : `${report.host.includes(':') ? `[${report.host}]` : report.host}:${report.port}`;
+  return showUser ? `${report.user}@${host}` : host;
 }
 
 /** What happened, for a block header; a group shares code and stage but not messages or timings. */
