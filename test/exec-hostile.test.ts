@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, test } from 'node:test';
 import type { ErrorCode } from '../src/lifecycle/errors.ts';
 import type { Stage } from '../src/lifecycle/stages.ts';
-import type { TaskReport } from '../src/service/task-report.ts';
+import type { TaskReport } from '../src/lifecycle/task-report.ts';
 import type { Credentials } from '../src/ssh/credentials.ts';
 import { assertNothingAlive } from './support/assert-clean.ts';
 import { collector } from './support/gc.ts';

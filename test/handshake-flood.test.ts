@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { ledger } from '../src/lifecycle/ledger.ts';
 import { taskTable } from '../src/lifecycle/task-table.ts';
 import { fanOut } from '../src/service/fan-out.ts';
-import type { TaskReport } from '../src/service/task-report.ts';
+import type { TaskReport } from '../src/lifecycle/task-report.ts';
 import { SshRemoteExec } from '../src/ssh/remote-exec.ts';
 import { assertNothingAlive } from './support/assert-clean.ts';
 import { collector } from './support/gc.ts';

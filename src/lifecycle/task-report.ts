@@ -1,5 +1,5 @@
-import type { ErrorCode } from '../lifecycle/errors.ts';
-import type { Stage, TerminalStatus } from '../lifecycle/stages.ts';
+import type { ErrorCode } from './errors.ts';
+import type { Stage, TerminalStatus } from './stages.ts';
 
 /** Time spent in one stage of a finished task. */
 export interface StageTiming {

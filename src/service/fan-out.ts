@@ -1,5 +1,5 @@
 import { getMaxListeners, setMaxListeners } from 'node:events';
-import type { TaskReport } from './task-report.ts';
+import type { TaskReport } from '../lifecycle/task-report.ts';
 import { runTask, type RunTaskOptions, type TaskRunnerDeps } from './task-runner.ts';
 import type { TaskSpec } from './task-spec.ts';
 

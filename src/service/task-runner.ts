@@ -4,7 +4,7 @@ import type { TerminalStatus } from '../lifecycle/stages.ts';
 import type { LiveTask, TaskTable } from '../lifecycle/task-table.ts';
 import type { ExecResult, OutputStream } from '../ssh/exec.ts';
 import type { RemoteExec } from '../ssh/remote-exec.ts';
-import type { StageTiming, TaskReport } from './task-report.ts';
+import type { StageTiming, TaskReport } from '../lifecycle/task-report.ts';
 import { hardDeadlineMs, type TaskSpec } from './task-spec.ts';
 
 /** What {@link runTask} runs with. */

@@ -1,6 +1,6 @@
 import { ledger } from '../../src/lifecycle/ledger.ts';
 import { taskTable } from '../../src/lifecycle/task-table.ts';
-import type { TaskReport } from '../../src/service/task-report.ts';
+import type { TaskReport } from '../../src/lifecycle/task-report.ts';
 import { runTask } from '../../src/service/task-runner.ts';
 import { DEFAULT_KEEPALIVE, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUTS, type TaskSpec, type TaskTimeouts } from '../../src/service/task-spec.ts';
 import type { KeepaliveOptions } from '../../src/ssh/connect.ts';
