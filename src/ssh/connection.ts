@@ -74,18 +74,23 @@ export class SshConnection {
   }
 
   /**
-   * Polite close: sends SSH disconnect, then destroys the socket if it has not closed
-   * within `graceMs` (a vanished peer never completes the TCP close, ssh2#1124).
+   * Polite close: sends SSH disconnect and FIN, and destroys the socket as soon as they have
+   * left for the kernel — waiting for the server to finish its own teardown only costs the
+   * task time (about 300 ms per task under load). `graceMs` bounds the flush itself: a
+   * vanished peer with a full send window would hold it for 15 minutes (ssh2#1124).
    */
   async close(graceMs: number): Promise<void> {
-    if (this.socket.socket.destroyed) return this.closed;
+    const socket = this.socket.socket;
+    if (socket.destroyed) return this.closed;
     this.#life.abort();
     const timer = this.#ledger.timeout(this.#handle.owner, graceMs, () => this.socket.destroy(), { purpose: 'close-grace' });
+    socket.once('finish', () => this.socket.destroy());
     try {
       this.client.end();
     } catch {
       this.socket.destroy();
     }
+    if (socket.writableFinished) this.socket.destroy();
     try {
       await this.closed;
     } finally {

@@ -3,12 +3,12 @@ import { randomUUID } from 'node:crypto';
 /**
  * How leash's command line looks on the remote side, and how a runaway one is found again.
  *
- * Every command runs as `export LEASH_EXEC_ID=<uuid> [ENV…]; exec "$SHELL" -c '<command>'`:
- * the login shell exports the variables and replaces itself with a fresh shell running
- * the command, so the session leader and every process it starts carry LEASH_EXEC_ID in
- * their environment. That lets leash kill the whole session on a timeout even where the
- * SSH `signal` request does nothing — OpenSSH ignores it for root logins, which run
- * without privilege separation ("session signalling requires privilege separation").
+ * Every command runs as `export LEASH_EXEC_ID=<uuid> [ENV…]; <command>`. The id is in the
+ * session leader's command line (the login shell's `-c` argument) and in the environment
+ * of every process the command starts, so on a timeout leash finds the session and kills
+ * it whole, even where the SSH `signal` request does nothing: OpenSSH ignores it for root
+ * logins, which run without privilege separation ("session signalling requires privilege
+ * separation").
  *
  * Environment variables travel the same way, not as SSH `env` requests, which sshd drops
  * silently unless AcceptEnv lists them. Both need a POSIX login shell on the target (sh,
@@ -39,26 +39,28 @@ export interface RemoteCommandLine {
 /** Wraps `command` with its exports (see the module comment). */
 export function remoteCommandLine(command: string, env: Readonly<Record<string, string>> | undefined, execId: string = randomUUID()): RemoteCommandLine {
   const exports: Array<[string, string]> = [[EXEC_ID_VARIABLE, execId], ...Object.entries(env ?? {})];
-  for (const [name] of exports) {
+  for (const [name] of exports.slice(1)) {
     if (!isEnvName(name)) throw new TypeError(`environment variable name ${JSON.stringify(name)} is not a shell identifier`);
+    if (name === EXEC_ID_VARIABLE) throw new TypeError(`environment variable ${EXEC_ID_VARIABLE} is reserved: leash uses it to find the command's processes`);
   }
   const assignments = exports.map(([k, v]) => `${k}=${shellQuote(v)}`).join(' ');
-  return { execId, line: `export ${assignments}; exec "\${SHELL:-/bin/sh}" -c ${shellQuote(command)}` };
+  return { execId, line: `export ${assignments}; ${command}` };
 }
 
 /**
  * A command that SIGKILLs every session holding a process marked with `execId`: one grep
- * over every /proc/PID/environ finds the marked processes (Linux; GNU grep for -z), ps gives their
- * session ids, pkill kills each session whole. A handful of processes in all, so it stays
- * fast on a busy host. Its own shell is not marked: the id is in its command line, never
- * in its environment.
+ * over every /proc/PID/environ and cmdline finds the marked processes (Linux; GNU grep for
+ * -z), ps gives their session ids, pkill kills each session whole. A handful of processes
+ * in all, so it stays fast on a busy host. The kill command's own processes match too (the
+ * id is in their command lines); they share its session, which is always left out.
  */
 export function killSessionCommand(execId: string): string {
   const mark = shellQuote(`${EXEC_ID_VARIABLE}=${execId}`);
   return (
     `m=${mark}; ` +
-    `p=$(grep -lzxF "$m" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 | paste -sd, -); ` +
-    `[ -n "$p" ] && s=$(ps -o sid= -p "$p" | tr -d ' ' | sort -u | grep -vx '[01]' | paste -sd, -) && ` +
+    `p=$(grep -lzF "$m" /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | sort -u | paste -sd, -); ` +
+    `me=$(ps -o sid= -p $$ | tr -d ' '); ` +
+    `[ -n "$p" ] && [ -n "$me" ] && s=$(ps -o sid= -p "$p" | tr -d ' ' | sort -u | grep -vx -e 0 -e 1 -e "$me" | paste -sd, -) && ` +
     `[ -n "$s" ] && pkill -KILL -s "$s"; true`
   );
 }
