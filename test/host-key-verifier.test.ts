@@ -298,6 +298,20 @@ void describe('HostKeyVerifier: knownKeyTypes', () => {
     assert.deepEqual(v.knownKeyTypes('web1', 22), []);
   });
 
+  void test('preferredAlgorithms puts the known types first, then the rest of the defaults, and is null when nothing is known', async () => {
+    const { v } = await setup('strict', [`web4 ${rsa.pub}`]);
+    assert.deepEqual(v.preferredAlgorithms('web4', 22), [
+      'rsa-sha2-512',
+      'rsa-sha2-256',
+      'ssh-rsa',
+      'ssh-ed25519',
+      'ecdsa-sha2-nistp256',
+      'ecdsa-sha2-nistp384',
+      'ecdsa-sha2-nistp521',
+    ]);
+    assert.equal(v.preferredAlgorithms('nowhere', 22), null);
+  });
+
   void test('accept-new adds the recorded type', async () => {
     const { v } = await setup('accept-new', []);
     assert.deepEqual(v.knownKeyTypes('web1', 22), []);

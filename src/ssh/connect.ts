@@ -1,5 +1,5 @@
 import ssh2 from 'ssh2';
-import type { AnyAuthMethod, AuthenticationType, NextAuthHandler, ServerHostKeyAlgorithm } from 'ssh2';
+import type { AnyAuthMethod, AuthenticationType, NextAuthHandler } from 'ssh2';
 import { waitUntil } from '../lifecycle/abort.ts';
 import { withDeadline } from '../lifecycle/deadline.ts';
 import { asTaskError, LeashError } from '../lifecycle/errors.ts';
@@ -87,7 +87,7 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
     const agent = options.credentials.agentSocket
       ? new TrackedAgent(options.credentials.agentSocket, { ledger, owner, signal: connection.signal })
       : null;
-    const knownTypes = options.hostKeys.knownKeyTypes(target.host, target.port);
+    const hostKeyAlgorithms = options.hostKeys.preferredAlgorithms(target.host, target.port);
     const bothBounded = timeouts.handshakeMs > 0 && timeouts.authMs > 0;
     client.connect({
       sock: socket.socket,
@@ -96,7 +96,7 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
       readyTimeout: bothBounded ? timeouts.handshakeMs + timeouts.authMs + READY_TIMEOUT_SLACK_MS : 0,
       keepaliveInterval: options.keepalive.intervalMs,
       keepaliveCountMax: options.keepalive.countMax,
-      ...(knownTypes.length > 0 ? { algorithms: { serverHostKey: preferKnownTypes(knownTypes) } } : {}),
+      ...(hostKeyAlgorithms ? { algorithms: { serverHostKey: hostKeyAlgorithms } } : {}),
       // ssh2 calls this again on every re-key, possibly long after the handshake.
       hostVerifier: (key: Buffer, verify: (valid: boolean) => void): void => {
         if (task.stage === 'handshake') task.wait('host-key-check');
@@ -209,26 +209,4 @@ function makeAuthHandler(user: string, credentials: Credentials, agent: TrackedA
     // `false` ends authentication; ssh2 supports it but its typings omit it.
     (callback as unknown as (nextAuth: false) => void)(false);
   };
-}
-
-/** ssh2 1.17's default host key algorithms, strongest first. */
-const DEFAULT_HOST_KEY_ALGORITHMS: readonly ServerHostKeyAlgorithm[] = [
-  'ssh-ed25519',
-  'ecdsa-sha2-nistp256',
-  'ecdsa-sha2-nistp384',
-  'ecdsa-sha2-nistp521',
-  'rsa-sha2-512',
-  'rsa-sha2-256',
-  'ssh-rsa',
-];
-
-/**
- * Host key algorithms with the types already known for the host first, as OpenSSH orders
- * them, so that a server with several keys presents one we can check rather than a
- * "mismatch" on a type we have never seen. (ssh2's `prepend` does not move an algorithm
- * already in its default list, hence the full list.)
- */
-function preferKnownTypes(known: readonly string[]): ServerHostKeyAlgorithm[] {
-  const first = DEFAULT_HOST_KEY_ALGORITHMS.filter((a) => known.includes(a));
-  return [...first, ...DEFAULT_HOST_KEY_ALGORITHMS.filter((a) => !first.includes(a))];
 }

@@ -5,6 +5,7 @@
  */
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
+import type { ServerHostKeyAlgorithm } from 'ssh2';
 import {
   findHostKeysByName,
   fingerprintSha256,
@@ -59,8 +60,8 @@ export class HostKeyFileError extends Error {
   }
 }
 
-/** ssh2's server host key algorithm names, in its default preference order. */
-const HOST_KEY_ALGORITHMS = [
+/** ssh2 1.17's server host key algorithm names, in its preference order (`ssh-dss` is supported, not offered by default). */
+const HOST_KEY_ALGORITHMS: readonly ServerHostKeyAlgorithm[] = [
   'ssh-ed25519',
   'ecdsa-sha2-nistp256',
   'ecdsa-sha2-nistp384',
@@ -69,7 +70,7 @@ const HOST_KEY_ALGORITHMS = [
   'rsa-sha2-256',
   'ssh-rsa',
   'ssh-dss',
-] as const;
+];
 
 /** One RSA key serves all three RSA signature algorithms (RFC 8332); the blob type stays `ssh-rsa`. */
 const ALGORITHMS_OF_KEY_TYPE: Readonly<Record<string, readonly string[]>> = {
@@ -140,6 +141,19 @@ export class HostKeyVerifier {
       for (const a of ALGORITHMS_OF_KEY_TYPE[e.keyType] ?? [e.keyType]) types.add(a);
     }
     return HOST_KEY_ALGORITHMS.filter((a) => types.has(a));
+  }
+
+  /**
+   * The host key algorithms to offer this host, known types first, then ssh2's defaults —
+   * so that a server with several keys presents one we can check rather than a "mismatch"
+   * on a type never seen. Null when nothing is known (ssh2's defaults apply). ssh2's
+   * `prepend` would not move an algorithm already in its default list, hence a full list.
+   */
+  preferredAlgorithms(host: string, port: number): ServerHostKeyAlgorithm[] | null {
+    const known = this.knownKeyTypes(host, port);
+    if (known.length === 0) return null;
+    const rest = HOST_KEY_ALGORITHMS.filter((a) => a !== 'ssh-dss' && !known.includes(a));
+    return [...(known as ServerHostKeyAlgorithm[]), ...rest];
   }
 
   /**
