@@ -1,0 +1,443 @@
+// `npm run bench [-- --quick]`: leash against the tools users would pick instead, in one
+// run on one machine (issue 5, "Benchmarks"; this first version covers what exists today:
+// fresh connections per task and memory per stuck connection).
+//
+// 1. Fresh connection per task, remote command `true`, real OpenSSH sshd on loopback with a
+//    clean HOME: leash in-process vs OpenSSH `ssh` spawned per task (curve25519 kex, as
+//    leash/ssh2 uses), sequential and 32 at a time, contenders alternating per repetition.
+// 2. Memory per stuck connection: N tasks in flight against a server that never speaks,
+//    measured once all are in stage `handshake`, then all cancelled; the ledger must be empty.
+//
+// Full run → bench/RESULTS.md; --quick → bench/out/RESULTS-quick.md (gitignored).
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { collector } from '../test/support/gc.ts';
+import { startSshd, type Sshd } from '../test/support/sshd.ts';
+import {
+  leashContender,
+  measureRep,
+  sshArgv,
+  sshContender,
+  sshMaxRssByGnuTime,
+  spawnOverheadMs,
+  type Contender,
+  type RepResult,
+} from './lib/fresh.ts';
+import { describeMachine, describeVersions, markdownTable, REPO, textTable, type Table } from './lib/report.ts';
+import { perConnectionKiB, startSilentServer, stuckConnections, type SilentServer, type StuckResult } from './lib/stuck.ts';
+import { fmt, KiB, median, MiB, percentile } from './lib/util.ts';
+
+interface Config {
+  readonly quick: boolean;
+  readonly seqTasks: number;
+  readonly concTasks: number;
+  readonly concurrency: number;
+  /** Repetitions per contender and scenario, unless the scenario's time budget runs out first. */
+  readonly reps: number;
+  /** Never fewer repetitions than this, whatever the budget. */
+  readonly minReps: number;
+  /** Seconds each scenario may take before it stops adding repetitions (after minReps). */
+  readonly budgetS: { readonly sequential: number; readonly concurrent: number };
+  readonly stuck: number;
+  readonly stuckWarmup: number;
+  /** The whole run must end by then; a last-resort watchdog exits 1 (exit hooks kill our children). */
+  readonly deadlineMs: number;
+}
+
+const FULL: Config = {
+  quick: false,
+  seqTasks: 80,
+  concTasks: 128,
+  concurrency: 32,
+  reps: 7,
+  minReps: 5,
+  budgetS: { sequential: 300, concurrent: 240 },
+  stuck: 2000,
+  stuckWarmup: 200,
+  deadlineMs: 15 * 60_000,
+};
+// --quick must end within 2 minutes on a 2-core machine: with others' tests on the same
+// cores a scenario may stop at 3 repetitions, and the output says so.
+const QUICK: Config = {
+  quick: true,
+  seqTasks: 16,
+  concTasks: 64,
+  concurrency: 32,
+  reps: 5,
+  minReps: 3,
+  budgetS: { sequential: 40, concurrent: 52 },
+  stuck: 500,
+  stuckWarmup: 100,
+  deadlineMs: 3 * 60_000,
+};
+const WARMUP_SEQ = 5;
+const FRESH_THROUGHPUT_TARGET = 3; // issue 5: ≥ 3× OpenSSH per-task
+const STUCK_TARGET_KIB = 16; // issue 5: ≤ 16 KiB RSS per stuck connection
+
+function parseArgs(argv: readonly string[]): Config {
+  let quick = false;
+  for (const arg of argv) {
+    if (arg === '--quick') quick = true;
+    else if (arg === '--help' || arg === '-h') {
+      process.stdout.write('usage: npm run bench [-- --quick]\n');
+      process.exit(0);
+    } else {
+      process.stderr.write(`bench: unknown argument ${arg}\nusage: npm run bench [-- --quick]\n`);
+      process.exit(2);
+    }
+  }
+  return quick ? QUICK : FULL;
+}
+
+const progress = (line: string): void => {
+  process.stderr.write(`[bench ${((performance.now() - T0) / 1000).toFixed(0).padStart(3)}s] ${line}\n`);
+};
+const T0 = performance.now();
+
+// ---------------------------------------------------------------------------------------
+// Summaries.
+
+interface Summary {
+  readonly p50: number;
+  readonly p99: number;
+  readonly wallMs: number;
+  readonly tps: number;
+  readonly clientCpu: number;
+  readonly serverCpu: number;
+  readonly peakRssKiB: number;
+  readonly rssGrowthKiB: number | null;
+  readonly p50Min: number;
+  readonly p50Max: number;
+}
+
+function summarize(reps: readonly RepResult[]): Summary {
+  const m = (f: (r: RepResult) => number): number => median(reps.map(f));
+  const p50s = reps.map((r) => percentile(r.latencies, 50));
+  return {
+    p50: median(p50s),
+    p99: m((r) => percentile(r.latencies, 99)),
+    wallMs: m((r) => r.wallMs),
+    tps: m((r) => r.latencies.length / (r.wallMs / 1000)),
+    clientCpu: m((r) => r.clientCpuMsPerTask),
+    serverCpu: m((r) => r.serverCpuMsPerTask),
+    peakRssKiB: m((r) => r.peakRssKiB),
+    rssGrowthKiB: reps[0]?.rssGrowthKiB === null ? null : m((r) => r.rssGrowthKiB ?? 0),
+    p50Min: Math.min(...p50s),
+    p50Max: Math.max(...p50s),
+  };
+}
+
+interface Scenario {
+  readonly title: string;
+  /** Repetitions actually run, and why fewer than planned. */
+  reps: number;
+  cut: string | null;
+  readonly key: 'sequential' | 'concurrent';
+  readonly tasks: number;
+  readonly results: Map<string, RepResult[]>;
+}
+
+function freshTable(scenarios: readonly Scenario[]): Table {
+  const rows: string[][] = [];
+  for (const s of scenarios) {
+    const leash = summarize(s.results.get('leash') ?? []);
+    const ssh = summarize(s.results.get('ssh') ?? []);
+    const rssCell = (x: Summary): string =>
+      `${fmt(x.peakRssKiB / KiB)}${x.rssGrowthKiB === null ? '' : ` (+${fmt(x.rssGrowthKiB / KiB)})`}`;
+    const row = (name: string, x: Summary): string[] => [
+      s.title,
+      name,
+      `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`,
+      fmt(x.p99),
+      fmt(x.wallMs / 1000, 2),
+      fmt(x.tps),
+      fmt(x.clientCpu),
+      fmt(x.serverCpu),
+      rssCell(x),
+    ];
+    rows.push(row('leash', leash), row('ssh', ssh));
+    rows.push([
+      s.title,
+      'leash/ssh',
+      fmt(leash.p50 / ssh.p50, 2),
+      fmt(leash.p99 / ssh.p99, 2),
+      fmt(leash.wallMs / ssh.wallMs, 2),
+      `${fmt(leash.tps / ssh.tps, 2)}×`,
+      fmt(leash.clientCpu / ssh.clientCpu, 2),
+      fmt(leash.serverCpu / ssh.serverCpu, 2),
+      fmt(leash.peakRssKiB / ssh.peakRssKiB, 2),
+    ]);
+  }
+  return {
+    headers: ['scenario', 'contender', 'p50 ms [rep range]', 'p99 ms', 'wall s', 'tasks/s', 'client CPU ms/task', 'sshd CPU ms/task', 'peak RSS MiB'],
+    rows,
+    leftColumns: [0, 1],
+  };
+}
+
+const STAGES = ['queued', 'connecting', 'handshake', 'auth', 'channel', 'running', 'closing'] as const;
+
+function stageTable(scenarios: readonly Scenario[]): Table {
+  return {
+    headers: ['leash scenario', ...STAGES.map((s) => `${s} ms`), 'total ms'],
+    rows: scenarios.map((s) => {
+      const reports = (s.results.get('leash') ?? []).flatMap((r) => r.reports);
+      const stage = (name: string): number =>
+        median(reports.map((r) => r.stages.filter((st) => st.stage === name).reduce((a, st) => a + st.durationMs, 0)));
+      return [s.title, ...STAGES.map((name) => fmt(stage(name))), fmt(median(reports.map((r) => r.durationMs)))];
+    }),
+    leftColumns: [0],
+  };
+}
+
+function stuckTables(r: StuckResult): { during: Table; after: Table } {
+  const rssPer = perConnectionKiB(r, 'rss');
+  const kinds = Object.entries(r.ledgerByKind).map(([k, n]) => `${k} ${n}`).join(', ') || 'none';
+  return {
+    during: {
+      headers: ['stuck connections', 'all in handshake after s', 'RSS Δ MiB', 'RSS KiB/conn', 'heapUsed KiB/conn', 'external KiB/conn', 'fds Δ', 'ledger entries live', `target ≤ ${STUCK_TARGET_KIB} KiB/conn`],
+      rows: [
+        [
+          String(r.count),
+          fmt(r.reachMs / 1000, 2),
+          fmt((r.loaded.rss - r.baseline.rss) / MiB),
+          fmt(rssPer),
+          fmt(perConnectionKiB(r, 'heapUsed')),
+          fmt(perConnectionKiB(r, 'external')),
+          String(r.loaded.fds - r.baseline.fds),
+          `${r.loaded.ledgerLive} (${kinds})`,
+          rssPer <= STUCK_TARGET_KIB ? 'met' : `missed (${fmt(rssPer / STUCK_TARGET_KIB, 2)}× the target)`,
+        ],
+      ],
+      leftColumns: [7, 8],
+    },
+    after: {
+      headers: ['cancel all ms', 'statuses', 'ledger live', 'tasks live', 'server sees open', 'fds vs baseline', 'RSS vs baseline MiB', 'heapUsed vs baseline KiB'],
+      rows: [
+        [
+          fmt(r.cancelMs, 0),
+          Object.entries(r.statuses).map(([k, n]) => `${n} × ${k}`).join(', '),
+          String(r.after.ledgerLive),
+          String(r.after.tasksLive),
+          String(r.serverOpenAfter),
+          `${r.after.fds - r.baseline.fds >= 0 ? '+' : ''}${r.after.fds - r.baseline.fds}`,
+          `${r.after.rss >= r.baseline.rss ? '+' : ''}${fmt((r.after.rss - r.baseline.rss) / MiB)}`,
+          `${r.after.heapUsed >= r.baseline.heapUsed ? '+' : ''}${fmt((r.after.heapUsed - r.baseline.heapUsed) / KiB, 0)}`,
+        ],
+      ],
+      leftColumns: [1],
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// The run.
+
+interface Measured {
+  readonly scenarios: Scenario[];
+  readonly spawnMs: number;
+  readonly sshMaxRss: number | null;
+  readonly contenders: Contender[];
+  readonly stuck: StuckResult;
+  readonly maxRssBefore: number;
+  readonly sshCmd: string;
+}
+
+async function measureAll(config: Config, gc: () => void): Promise<Measured> {
+  let sshd: Sshd | undefined;
+  let silent: SilentServer | undefined;
+  const scenarios: Scenario[] = [
+    { title: `sequential, ${config.seqTasks} tasks`, key: 'sequential', tasks: config.seqTasks, results: new Map(), reps: 0, cut: null },
+    { title: `${config.concurrency} concurrent, ${config.concTasks} tasks`, key: 'concurrent', tasks: config.concTasks, results: new Map(), reps: 0, cut: null },
+  ];
+  try {
+    sshd = await startSshd();
+    const target = sshd;
+    const sshCmd = ['ssh', ...sshArgv(target)].join(' ').replaceAll(target.dir, '$SSHD_DIR').replace(` -p ${target.port} `, ' -p $PORT ');
+    const contenders = [await leashContender(target), sshContender(target)];
+
+    progress('warm-up: each contender, sequential and concurrent');
+    for (const c of contenders) {
+      await measureRep(target, () => c.sequential(WARMUP_SEQ));
+      await measureRep(target, () => c.concurrent(config.concurrency, config.concurrency));
+    }
+    const spawnMs = await spawnOverheadMs(20);
+    const sshMaxRss = existsSync('/usr/bin/time') ? sshMaxRssByGnuTime(target, 5) : null;
+    progress(`spawn+reap /bin/true from this process: ${fmt(spawnMs)} ms; one ssh process max RSS (GNU time): ${sshMaxRss ?? 'n/a'} KiB`);
+
+    for (const s of scenarios) {
+      const scenarioStart = performance.now();
+      const budgetMs = config.budgetS[s.key] * 1000;
+      for (let rep = 0; rep < config.reps; rep++) {
+        const spent = performance.now() - scenarioStart;
+        if (rep >= config.minReps && spent + spent / rep > budgetMs) {
+          s.cut = `stopped after ${rep} of ${config.reps} repetitions to stay within its ${config.budgetS[s.key]} s budget`;
+          progress(`${s.title}: ${s.cut}`);
+          break;
+        }
+        // Alternate who goes first, so drift (thermal, page cache, other tenants) hits both.
+        const order = rep % 2 === 0 ? contenders : [...contenders].reverse();
+        const line: string[] = [];
+        for (const c of order) {
+          gc();
+          const result = await measureRep(target, () =>
+            s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, config.concurrency),
+          );
+          const list = s.results.get(c.name) ?? [];
+          list.push(result);
+          s.results.set(c.name, list);
+          line.push(`${c.name} p50 ${fmt(percentile(result.latencies, 50))} ms, ${fmt(result.latencies.length / (result.wallMs / 1000))}/s`);
+        }
+        s.reps = rep + 1;
+        progress(`${s.title} rep ${rep + 1}/${config.reps}: ${line.join('; ')}`);
+      }
+    }
+    await sshd.stop();
+
+    const maxRssBefore = process.resourceUsage().maxRSS;
+    progress(`stuck connections: ${config.stuck} tasks against a never-speaking server (warm-up ${config.stuckWarmup})`);
+    silent = await startSilentServer();
+    const stuck = await stuckConnections(silent, config.stuck, config.stuckWarmup);
+    return { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd };
+  } finally {
+    await Promise.allSettled([sshd?.stop(), silent?.stop()]);
+  }
+}
+
+async function main(): Promise<void> {
+  const config = parseArgs(process.argv.slice(2));
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`bench: FAILED — the run exceeded its deadline of ${config.deadlineMs / 1000} s\n`);
+    process.exit(1); // sshd's and the silent server's exit hooks kill them
+  }, config.deadlineMs);
+  watchdog.unref();
+  process.once('SIGINT', () => process.exit(130));
+
+  const args = process.argv.slice(2).join(' ');
+  const command = `${process.env.npm_lifecycle_event === 'bench' ? `npm run bench${args ? ` -- ${args}` : ''}` : `node --import tsx bench/run.ts${args ? ` ${args}` : ''}`}`;
+  const startedAt = new Date();
+  const machine = describeMachine();
+  const versions = describeVersions();
+  const gc = collector();
+  progress(`${config.quick ? 'quick' : 'full'} run: ${config.reps} repetitions (at least ${config.minReps}); ${machine.cores} cores, load ${machine.loadAtStart}`);
+
+  const { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd } = await measureAll(config, gc);
+  clearTimeout(watchdog);
+
+  // ---- Report.
+  const fresh = freshTable(scenarios);
+  const stages = stageTable(scenarios);
+  const stuckT = stuckTables(stuck);
+  const seqRatio = summarize(scenarios[0]!.results.get('leash')!).tps / summarize(scenarios[0]!.results.get('ssh')!).tps;
+  const concRatio = summarize(scenarios[1]!.results.get('leash')!).tps / summarize(scenarios[1]!.results.get('ssh')!).tps;
+  const targetLine =
+    `Fresh-connection throughput leash/ssh: sequential ${fmt(seqRatio, 2)}×, ${config.concurrency} concurrent ${fmt(concRatio, 2)}× ` +
+    `(issue 5 target ≥ ${FRESH_THROUGHPUT_TARGET}×: ${Math.min(seqRatio, concRatio) >= FRESH_THROUGHPUT_TARGET ? 'met' : 'missed'}).`;
+  const stuckLine =
+    `Stuck connections: ${fmt(perConnectionKiB(stuck, 'rss'))} KiB RSS and ${fmt(perConnectionKiB(stuck, 'heapUsed'))} KiB heap per connection ` +
+    `(target ≤ ${STUCK_TARGET_KIB} KiB RSS: ${perConnectionKiB(stuck, 'rss') <= STUCK_TARGET_KIB ? 'met' : 'missed'}); after the cancel the ledger holds ${stuck.after.ledgerLive} entries.`;
+  const repsNote =
+    scenarios.map((sc) => `${sc.title}: ${sc.reps} repetitions${sc.cut ? ` (${sc.cut})` : ''}`).join('; ') +
+    ' per contender; medians across repetitions';
+  const samplerNote = scenarios
+    .map((sc) => {
+      const peaks = (sc.results.get('ssh') ?? []).flatMap((r) => (r.childPeak ? [r.childPeak] : []));
+      return `${sc.title}: at the peak the sampler saw a median of ${fmt(median(peaks.map((p) => p.peakCount)), 0)} ssh processes at once (${fmt(median(peaks.map((p) => p.samples)), 0)} samples per repetition); the largest single ssh process peaked at ${fmt(Math.max(...peaks.map((p) => p.maxHwmKiB)) / KiB)} MiB (VmHWM)`;
+    })
+    .join('; ');
+  const seqLeash = summarize(scenarios[0]!.results.get('leash')!);
+  const seqSsh = summarize(scenarios[0]!.results.get('ssh')!);
+  const concSsh = summarize(scenarios[1]!.results.get('ssh')!);
+  const concReports = (scenarios[1]!.results.get('leash') ?? []).flatMap((r) => r.reports);
+  const concStage = (name: string): number =>
+    median(concReports.map((r) => r.stages.filter((st) => st.stage === name).reduce((a, st) => a + st.durationMs, 0)));
+  const seqTarget = seqSsh.wallMs / config.seqTasks / FRESH_THROUGHPUT_TARGET;
+  const timeNote =
+    `Where the time goes (sequential medians): per task, sshd and the remote shells used ${fmt(seqLeash.serverCpu)} ms of CPU for leash and ${fmt(seqSsh.serverCpu)} ms for ssh; ` +
+    `the client side used ${fmt(seqLeash.clientCpu)} ms (leash, whole process) against ${fmt(seqSsh.clientCpu)} ms (ssh). ` +
+    `Client and server share the same ${machine.cores} cores, so the server's per-connection work bounds every client here: ` +
+    `${FRESH_THROUGHPUT_TARGET}× ssh's sequential rate would mean ${fmt(seqTarget)} ms per task, ` +
+    (seqTarget <= seqSsh.serverCpu
+      ? `less than the ${fmt(seqSsh.serverCpu)} ms of server CPU each connection costs (spent mostly one step after another); `
+      : `leaving ${fmt(seqTarget - seqSsh.serverCpu)} ms beyond the ${fmt(seqSsh.serverCpu)} ms of server CPU each connection costs (spent mostly one step after another) for the client and every network round trip; `) +
+    `at ${config.concurrency} concurrent, even a client that cost nothing would be capped near ${machine.cores} cores × 1000 / ${fmt(concSsh.serverCpu)} ms = ${fmt((machine.cores * 1000) / concSsh.serverCpu)} tasks/s by sshd's CPU, ${fmt((machine.cores * 1000) / concSsh.serverCpu / concSsh.tps, 2)}× ssh's measured rate. ` +
+    `In the concurrent run a leash task spends a median ${fmt(concStage('connecting'))} ms in \`connecting\` (sshd's single listener accepting and forking under load), ${fmt(concStage('handshake') + concStage('auth'))} ms in handshake and auth, and ${fmt(concStage('closing'))} ms in \`closing\` (sending the SSH disconnect and FIN; leash does not wait for sshd's teardown), all of it holding one of the ${config.concurrency} slots. ` +
+    `leash's command line is \`export LEASH_EXEC_ID=<uuid>; true\` (src/ssh/remote-command.ts: the id lets a timeout kill the whole remote session), one shell start like ssh's.`;
+
+  const out: string[] = [];
+  out.push('', `leash benchmarks (${config.quick ? 'quick' : 'full'}) — ${startedAt.toISOString()}`, `command: ${command}`, '');
+  out.push(`1. Fresh connection per task, remote command \`true\` (${repsNote}; warm-up first)`, '', textTable(fresh), '');
+  out.push('leash stage medians (all measured tasks):', '', textTable(stages), '');
+  out.push(`2. Memory per stuck connection (${stuck.count} tasks against a server that never speaks)`, '', textTable(stuckT.during), '', 'after cancelling all:', '', textTable(stuckT.after), '');
+  out.push(targetLine, stuckLine, versions.go, '');
+  process.stdout.write(`${out.join('\n')}\n`);
+
+  const md = [
+    `# leash benchmarks${config.quick ? ' (quick run)' : ''}`,
+    '',
+    `First version of issue 5's benchmarks: what exists today (fresh connection per task; memory per stuck connection). The connection pool, ControlMaster, pssh/clush fan-out and Go peers come with the pool.`,
+    '',
+    `- Date: ${startedAt.toISOString()} (run took ${fmt((performance.now() - T0) / 1000, 0)} s)`,
+    `- Machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.ramGiB)} GiB RAM, ${machine.kernel}; load average at start ${machine.loadAtStart}`,
+    `- Versions: node ${versions.node}, ssh2 ${versions.ssh2}, ${versions.openssh}, leash ${versions.leash}`,
+    `- ${versions.go}`,
+    `- Command: \`${command}\` (from the repository root; runs \`node --import tsx bench/run.ts${args ? ` ${args}` : ''}\`)`,
+    '',
+    `## 1. Fresh connection per task, remote command \`true\``,
+    '',
+    `A real OpenSSH sshd on 127.0.0.1 (test/support/sshd.ts: throwaway keys, clean remote HOME, \`MaxStartups 200:30:400\`, LogLevel VERBOSE), ed25519 user key, strict host key check. ${repsNote}; contenders alternate who goes first each repetition; a GC before each repetition; both contenders warmed up (${WARMUP_SEQ} sequential + ${config.concurrency} concurrent tasks) before measuring. "Concurrent" is ${config.concurrency} tasks at a time over ${config.concTasks}.`,
+    '',
+    `- **leash**: in-process, \`runOne\` (test/support/run-task.ts) sequentially and \`fanOut\` with concurrency ${config.concurrency}; the real runner, task table and ledger, a fresh TCP connection (TCP_NODELAY on, SSH-PITFALLS 15) per task. After every repetition the bench fails unless the ledger and the task table are empty.`,
+    `- **ssh**: OpenSSH's client spawned per task from this Node process: \`${sshCmd}\` (curve25519 kex, the one leash/ssh2 negotiates; OpenSSH's default post-quantum kex costs ~60 ms more client CPU). Exit status 0 required.`,
+    '',
+    markdownTable(fresh),
+    '',
+    'leash stage medians over all measured tasks (ms):',
+    '',
+    markdownTable(stages),
+    '',
+    'Columns:',
+    '',
+    `- Latency per task: leash from \`runTask\` to its report; ssh from \`spawn()\` to the child's \`close\`, which includes the fork/exec/reap from this Node process (spawning \`/bin/true\` the same way takes a median ${fmt(spawnMs)} ms). p50/p99 are nearest-rank per repetition, then the median across repetitions; with ${config.seqTasks} tasks per sequential repetition p99 is about the slowest task. The bracket is the lowest and highest p50 of the repetitions.`,
+    `- tasks/s = tasks / wall time of the repetition. Ratio row: leash ÷ ssh of the medians — below 1 is better for leash in every column except tasks/s, where above 1 is better.`,
+    `- Client CPU: leash: ${contenders[0]?.cpuNote ?? ''}; ssh: ${contenders[1]?.cpuNote ?? ''}.`,
+    `- sshd CPU: the listening sshd plus its reaped connection processes (utime+stime+cutime+cstime of its /proc/PID/stat; the bench waits until sshd has no connection processes left before and after each repetition). The same server serves both contenders, so this column differs only by what each sends it (see the command line note below); it is a floor neither client can go under.`,
+    `- Peak RSS: leash: ${contenders[0]?.rssNote ?? ''}. ssh: ${contenders[1]?.rssNote ?? ''}. One ssh process's max RSS by GNU time (\`/usr/bin/time -f %M\`, median of 5): ${sshMaxRss === null ? 'n/a' : `${sshMaxRss} KiB`}. ${samplerNote}. The leash figure includes the whole Node runtime and the bench itself; the ssh figure does not include the Node driver that spawns them.`,
+    '',
+    timeNote,
+    '',
+    `## 2. Memory per stuck connection`,
+    '',
+    `${stuck.count} leash tasks (\`fanOut\`, concurrency ${stuck.count}) against a TCP server that accepts and never sends a byte (\`silent-tcp\` of test/support/hostile-servers.ts, run in a child process so its sockets are not in our RSS), with a ${600} s handshake deadline. A warm-up flood of ${stuck.warmupCount} first; then GC, baseline; measured (after GC) once every task is in stage \`handshake\` (polled in the task table), then every task cancelled with one AbortController. The bench fails unless afterwards every task ended \`cancelled\` in stage handshake, the ledger and task table are empty, and the server has seen every connection close.`,
+    '',
+    markdownTable(stuckT.during),
+    '',
+    'After cancelling all:',
+    '',
+    markdownTable(stuckT.after),
+    '',
+    `The silent server's own RSS with all connections open: ${stuck.silentServerRssKiB === null ? 'n/a' : `${fmt(stuck.silentServerRssKiB / KiB)} MiB`} (not counted). Process maxRSS before this part: ${fmt(maxRssBefore / KiB)} MiB.`,
+    '',
+    '## Summary',
+    '',
+    `- ${targetLine}`,
+    `- ${stuckLine}`,
+    '',
+    '## How to read this',
+    '',
+    `This is a ${machine.cores}-core virtual machine shared with other work: single runs swing by tens of percent, so every figure is a median over repetitions and the bracket shows the spread of p50 across repetitions. Trust ratios from the same run more than absolute milliseconds, and compare runs only on the same machine. Client and server share the same ${machine.cores} cores: in the concurrent scenario sshd's per-connection work (fork, re-exec, key exchange, privilege separation, session and shell) competes with the client for CPU, so the tasks/s there is bounded by the server as much as by the client — see the sshd CPU column. leash's peak RSS is the kernel's exact high-water mark, while the ssh processes' RSS is sampled every 10 ms, so their short spikes between samples are missed; the memory freed after the cancel is returned to the allocator, which need not give it back to the kernel, so "RSS vs baseline" after the cancel can stay above zero while the heap and the ledger are back.`,
+    '',
+  ].join('\n');
+  const file = config.quick ? path.join(REPO, 'bench/out/RESULTS-quick.md') : path.join(REPO, 'bench/RESULTS.md');
+  mkdirSync(path.dirname(file), { recursive: true });
+  writeFileSync(file, md);
+  process.stdout.write(`wrote ${path.relative(process.cwd(), file) || file}\n`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`\nbench: FAILED — ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);
