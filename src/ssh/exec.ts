@@ -131,52 +131,52 @@ async function openExecChannel(
   let refused = false;
   try {
     return await withDeadline(
-    {
-      ledger,
-      owner: task.id,
-      ms: channelMs,
-      parent: scope.signal,
-      label: 'channel',
-      onTimeout: () => new LeashError('channel-open-failed', 'channel', `no answer to channel open or exec from ${host}:${port} within ${channelMs} ms`),
-    },
-    (signal) =>
-      waitUntil<ClientChannel>(signal, ({ resolve, reject }) => {
-        let settled = false;
-        const handle: ResourceHandle = ledger.open('channel', task.id, { host, port });
-        const onClose = (): void => reject(connection.failure('channel'));
-        const client = connection.client as unknown as NodeJS.EventEmitter;
-        client.once('close', onClose);
-        try {
-          connection.client.exec(command, {}, (err, stream) => {
-            if (err) {
-              handle.release();
-              refused = true;
-              reject(new LeashError('channel-open-failed', 'channel', `${host}:${port} refused the session: ${err.message}`, { cause: err }));
-              return;
-            }
-            stream.once('close', () => handle.release());
-            // A channel may emit 'error' (e.g. a failed write); never let one go unheard.
-            stream.on('error', () => {});
-            stream.stderr.on('error', () => {});
-            if (settled) {
-              // It arrived after the deadline: nobody will use it.
-              stream.close();
-              return;
-            }
+      {
+        ledger,
+        owner: task.id,
+        ms: channelMs,
+        parent: scope.signal,
+        label: 'channel',
+        onTimeout: () => new LeashError('channel-open-failed', 'channel', `no answer to channel open or exec from ${host}:${port} within ${channelMs} ms`),
+      },
+      (signal) =>
+        waitUntil<ClientChannel>(signal, ({ resolve, reject }) => {
+          let settled = false;
+          const handle: ResourceHandle = ledger.open('channel', task.id, { host, port });
+          const onClose = (): void => reject(connection.failure('channel'));
+          const client = connection.client as unknown as NodeJS.EventEmitter;
+          client.once('close', onClose);
+          try {
+            connection.client.exec(command, {}, (err, stream) => {
+              if (err) {
+                handle.release();
+                refused = true;
+                reject(new LeashError('channel-open-failed', 'channel', `${host}:${port} refused the session: ${err.message}`, { cause: err }));
+                return;
+              }
+              stream.once('close', () => handle.release());
+              // A channel may emit 'error' (e.g. a failed write); never let one go unheard.
+              stream.on('error', () => {});
+              stream.stderr.on('error', () => {});
+              if (settled) {
+                // It arrived after the deadline: nobody will use it.
+                stream.close();
+                return;
+              }
+              settled = true;
+              onOpen(stream);
+              resolve(stream);
+            });
+          } catch (err) {
+            // ssh2 throws 'Not connected' synchronously when the socket is already gone.
+            handle.release();
+            reject(new LeashError('connection-lost', 'channel', `connection to ${host}:${port} lost before the channel opened`, { cause: err }));
+          }
+          return () => {
             settled = true;
-            onOpen(stream);
-            resolve(stream);
-          });
-        } catch (err) {
-          // ssh2 throws 'Not connected' synchronously when the socket is already gone.
-          handle.release();
-          reject(new LeashError('connection-lost', 'channel', `connection to ${host}:${port} lost before the channel opened`, { cause: err }));
-        }
-        return () => {
-          settled = true;
-          client.off('close', onClose);
-        };
-      }),
+            client.off('close', onClose);
+          };
+        }),
     );
   } catch (err) {
     // A deadline or cancel while the server had not answered: a channel may still arrive
@@ -215,10 +215,15 @@ async function runOnChannel(
   const armExitGrace = (): void => {
     if (finished) return;
     timers.push(
-      ledger.timeout(owner, EXIT_CLOSE_GRACE_MS, () => {
-        channel.close();
-        exitGraceOver();
-      }, { purpose: 'exit-close-grace' }),
+      ledger.timeout(
+        owner,
+        EXIT_CLOSE_GRACE_MS,
+        () => {
+          channel.close();
+          exitGraceOver();
+        },
+        { purpose: 'exit-close-grace' },
+      ),
     );
   };
   exit.onExit = armExitGrace;
@@ -242,11 +247,16 @@ async function runOnChannel(
     // One timer per idle period, re-armed for the remainder, not one per output chunk.
     const armIdle = (ms: number): void => {
       timers.push(
-        ledger.timeout(owner, ms, () => {
-          const silentFor = Date.now() - lastOutputAt;
-          if (silentFor >= idleMs) stop.abort(new LeashError('idle-timeout', 'running', `no output for ${idleMs} ms; stopped`));
-          else armIdle(idleMs - silentFor);
-        }, { deadline: 'idle' }),
+        ledger.timeout(
+          owner,
+          ms,
+          () => {
+            const silentFor = Date.now() - lastOutputAt;
+            if (silentFor >= idleMs) stop.abort(new LeashError('idle-timeout', 'running', `no output for ${idleMs} ms; stopped`));
+            else armIdle(idleMs - silentFor);
+          },
+          { deadline: 'idle' },
+        ),
       );
     };
     armIdle(idleMs);
