@@ -29,8 +29,9 @@ export function promptSecret(question: string, signal: AbortSignal): Promise<str
       }
     };
     if (signal.aborted) return onAbort();
-    stderr.write(question);
+    // Echo off before the question shows, or an answer typed (or pasted) at once is echoed.
     stdin.setRawMode(true);
+    stderr.write(question);
     stdin.resume();
     stdin.on('data', onData);
     signal.addEventListener('abort', onAbort, { once: true });
