@@ -4,6 +4,7 @@ import net from 'node:net';
 import { homedir } from 'node:os';
 import { test } from 'node:test';
 import ssh2 from 'ssh2';
+import { generateKeyPair } from '../src/ssh/ephemeral-keys.ts';
 import type { Client, ClientChannel } from 'ssh2';
 import { ResourceLedger } from '../src/lifecycle/ledger.ts';
 import { startDemoTarget, type DemoTarget } from '../src/ssh/demo-target.ts';
@@ -249,8 +250,8 @@ void test('a client that disconnects takes its command with it', { timeout: 15_0
 
 void test('only the client key, for the current user, is accepted', { timeout: 15_000 }, async () => {
   await withTarget(async (target) => {
-    const other = ssh2.utils.generateKeyPairSync('ed25519');
-    await assert.rejects(connect(target, { privateKey: other.private }), { level: 'client-authentication' });
+    const other = generateKeyPair('ed25519');
+    await assert.rejects(connect(target, { privateKey: other.privateKey }), { level: 'client-authentication' });
     await assert.rejects(connect(target, { username: `not-${target.user}` }), { level: 'client-authentication' });
   });
 });

@@ -7,9 +7,9 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import ssh2 from 'ssh2';
 import { cancelledError } from '../src/lifecycle/errors.ts';
 import type { Credentials } from '../src/ssh/credentials.ts';
+import { generateKeyPair } from '../src/ssh/ephemeral-keys.ts';
 import { HostKeyVerifier } from '../src/ssh/host-key-verifier.ts';
 import { assertNothingAlive } from './support/assert-clean.ts';
 import { keyCredentials, runOne, testSpec, timed } from './support/run-task.ts';
@@ -172,9 +172,7 @@ describe('remote teardown', () => {
 
 describe('host keys', () => {
   const otherKeyLine = (): string => {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
-    const pub = pair.public.split(' ')[1];
-    return `[127.0.0.1]:${sshd.port} ssh-ed25519 ${pub}`;
+    return `[127.0.0.1]:${sshd.port} ${generateKeyPair('ed25519').publicLine}`;
   };
 
   test('strict: an unknown host is refused and the command never runs', async () => {
@@ -243,8 +241,7 @@ describe('authentication', () => {
 
   test('a key the server does not know is auth-failed', async () => {
     const stranger = path.join(scratch, `stranger-${randomUUID()}`);
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
-    await writeFile(stranger, pair.private, { mode: 0o600 });
+    await writeFile(stranger, generateKeyPair('ed25519').privateKey, { mode: 0o600 });
     const report = await runOne(testSpec(sshd, 'echo never', await keyCredentials(stranger)));
     assert.equal(report.error?.code, 'auth-failed');
     assert.match(report.error?.message ?? '', /publickey/);

@@ -6,10 +6,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import ssh2 from 'ssh2';
 import { HostKeyFileError, HostKeyVerifier, type HostKeyPolicy, type HostKeyVerdict } from '../src/ssh/host-key-verifier.ts';
 import { fingerprintSha256 } from '../src/ssh/known-hosts.ts';
 
+import { generateKeyPair } from '../src/ssh/ephemeral-keys.ts';
 const run = promisify(execFile);
 
 interface TestKey {
@@ -20,17 +20,8 @@ interface TestKey {
 }
 
 function makeKey(kind: 'ed25519' | 'ecdsa' | 'rsa'): TestKey {
-  const pair =
-    kind === 'rsa'
-      ? ssh2.utils.generateKeyPairSync('rsa', { bits: 2048 })
-      : kind === 'ecdsa'
-        ? ssh2.utils.generateKeyPairSync('ecdsa', { bits: 256 })
-        : ssh2.utils.generateKeyPairSync('ed25519');
-  const parsed = ssh2.utils.parseKey(pair.public);
-  if (parsed instanceof Error || Array.isArray(parsed)) throw new Error(`cannot parse generated ${kind} key`);
-  const single = parsed;
-  const blob = single.getPublicSSH();
-  return { type: single.type, blob, pub: `${single.type} ${blob.toString('base64')}` };
+  const { publicKey, publicBlob: blob, publicLine } = generateKeyPair(kind);
+  return { type: publicKey.type, blob, pub: publicLine };
 }
 
 const ed = makeKey('ed25519');

@@ -5,7 +5,8 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
 import ssh2 from 'ssh2';
-import type { ClientChannel, ConnectConfig, ExecOptions, ParsedKey } from 'ssh2';
+import { generateKeyPair } from '../src/ssh/ephemeral-keys.ts';
+import type { ClientChannel, ConnectConfig, ExecOptions } from 'ssh2';
 import { TEST_PASSWORD, TEST_USER, startHostileServer } from './support/hostile-servers.ts';
 import type { HostileBehaviour, HostileServer, HostileServerOptions } from './support/hostile-servers.ts';
 
@@ -218,18 +219,6 @@ function exec(probe: Probe, command: string, options: ExecOptions = {}): Promise
 
 function text(chunks: Buffer[]): string {
   return Buffer.concat(chunks).toString('utf8');
-}
-
-function clientKeyPair(): { privateKey: string; publicKey: ParsedKey } {
-  for (let attempt = 0; attempt < 16; attempt++) {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
-    const pub = ssh2.utils.parseKey(pair.public);
-    const priv = ssh2.utils.parseKey(pair.private);
-    if (!(pub instanceof Error) && !Array.isArray(pub) && !(priv instanceof Error) && !Array.isArray(priv)) {
-      if (priv.getPublicSSH().equals(pub.getPublicSSH())) return { privateKey: pair.private, publicKey: pub };
-    }
-  }
-  throw new Error('cannot generate a client key');
 }
 
 // ---------------------------------------------------------------------------------------
@@ -513,8 +502,8 @@ void test('cooperative: wrong password and wrong user are rejected', TEST_TIMEOU
 });
 
 void test('cooperative: public key auth for authorized keys only', TEST_TIMEOUT, async () => {
-  const good = clientKeyPair();
-  const other = clientKeyPair();
+  const good = generateKeyPair('ed25519');
+  const other = generateKeyPair('ed25519');
   const authorized = `${good.publicKey.type} ${good.publicKey.getPublicSSH().toString('base64')}`;
   await withServer('cooperative', { authorizedKeys: [authorized] }, async (h) => {
     const ok = await readyProbe(h, { password: undefined, privateKey: good.privateKey });
@@ -530,7 +519,7 @@ void test('cooperative: public key auth for authorized keys only', TEST_TIMEOUT,
 });
 
 void test('hostile servers accept any password or any (verified) public key', TEST_TIMEOUT, async () => {
-  const key = clientKeyPair();
+  const key = generateKeyPair('ed25519');
   await withServer('exec-never-ends', {}, async (h) => {
     await readyProbe(h, { username: 'anyone', password: 'anything' });
     await readyProbe(h, { username: 'anyone', password: undefined, privateKey: key.privateKey });

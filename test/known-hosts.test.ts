@@ -5,7 +5,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import ssh2 from 'ssh2';
 import {
   findHostKeys,
   fingerprintSha256,
@@ -20,6 +19,7 @@ import {
   type KnownHostEntry,
 } from '../src/ssh/known-hosts.ts';
 
+import { generateKeyPair } from '../src/ssh/ephemeral-keys.ts';
 const run = promisify(execFile);
 
 interface TestKey {
@@ -31,17 +31,8 @@ interface TestKey {
 }
 
 function makeKey(kind: 'ed25519' | 'ecdsa' | 'rsa'): TestKey {
-  const pair =
-    kind === 'rsa'
-      ? ssh2.utils.generateKeyPairSync('rsa', { bits: 2048 })
-      : kind === 'ecdsa'
-        ? ssh2.utils.generateKeyPairSync('ecdsa', { bits: 256 })
-        : ssh2.utils.generateKeyPairSync('ed25519');
-  const parsed = ssh2.utils.parseKey(pair.public);
-  if (parsed instanceof Error || Array.isArray(parsed)) throw new Error(`cannot parse generated ${kind} key`);
-  const single = parsed;
-  const blob = single.getPublicSSH();
-  return { pub: `${single.type} ${blob.toString('base64')}`, type: single.type, blob, b64: blob.toString('base64') };
+  const { publicKey, publicBlob: blob, publicLine } = generateKeyPair(kind);
+  return { pub: publicLine, type: publicKey.type, blob, b64: blob.toString('base64') };
 }
 
 const ed = makeKey('ed25519');

@@ -19,6 +19,7 @@ import type { Readable, Writable } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { AcceptConnection, AuthContext, ClientInfo, Connection, ParsedKey, RejectConnection, ServerChannel, Session } from 'ssh2';
 import type { ResourceHandle, ResourceLedger } from '../lifecycle/ledger.ts';
+import { generateKeyPair } from './ephemeral-keys.ts';
 
 /** What the demo target offers to its callers (the `demo` identity). */
 export interface DemoTarget {
@@ -69,8 +70,8 @@ const EMPTY = Buffer.alloc(0);
  */
 export async function startDemoTarget(options: DemoTargetOptions): Promise<DemoTarget> {
   const owner = options.owner ?? 'demo-target';
-  const hostKeys = generateEd25519();
-  const clientKeys = generateEd25519();
+  const hostKeys = generateKeyPair('ed25519');
+  const clientKeys = generateKeyPair('ed25519');
 
   const server = net.createServer();
   await new Promise<void>((resolve, reject) => {
@@ -546,29 +547,6 @@ function sameBytes(input: Buffer, expected: Buffer): boolean {
   const lengthDiffers = input.length !== expected.length;
   const equal = timingSafeEqual(input, lengthDiffers ? input : expected);
   return !lengthDiffers && equal;
-}
-
-/**
- * An ephemeral ed25519 key pair: OpenSSH private key text and the parsed public key.
- * ssh2 1.17's keygen strips a leading zero byte from the public key, so about one pair in
- * 256 does not parse (mscdex/ssh2#1390, #1513): draw again until both halves parse and agree.
- */
-function generateEd25519(): { privateKey: string; publicKey: ParsedKey } {
-  for (let attempt = 0; attempt < 16; attempt++) {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
-    const publicKey = parseOne(pair.public);
-    const privateKey = parseOne(pair.private);
-    if (publicKey && privateKey?.isPrivateKey() && privateKey.getPublicSSH().equals(publicKey.getPublicSSH())) {
-      return { privateKey: pair.private, publicKey };
-    }
-  }
-  throw new Error('demo target: cannot generate a usable ed25519 key pair');
-}
-
-function parseOne(text: string): ParsedKey | undefined {
-  const parsed = ssh2.utils.parseKey(text);
-  const key = Array.isArray(parsed) ? (parsed as ParsedKey[])[0] : parsed;
-  return key instanceof Error ? undefined : key;
 }
 
 /** The OS user name; containers may run as a uid without a passwd entry. */

@@ -17,6 +17,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import type { Writable } from 'node:stream';
 import ssh2 from 'ssh2';
+import { generateKeyPair, parseSingleKey, type EphemeralKeyPair } from '../../src/ssh/ephemeral-keys.ts';
 import type { AuthContext, AuthenticationType, ClientInfo, Connection, ParsedKey, ServerChannel, Session } from 'ssh2';
 
 export const TEST_USER = 'leash';
@@ -161,7 +162,7 @@ const RAW_BEHAVIOURS: ReadonlySet<HostileBehaviour> = new Set(['silent-tcp', 'ba
 
 /** Starts a server with the given behaviour on 127.0.0.1, a free port. */
 export async function startHostileServer(behaviour: HostileBehaviour, options: HostileServerOptions = {}): Promise<HostileServer> {
-  const hostKeys = generateEd25519();
+  const hostKeys = generateKeyPair('ed25519');
   const listener = net.createServer();
   listener.on('error', noop);
   await new Promise<void>((resolve, reject) => {
@@ -222,7 +223,7 @@ class Hostile implements HostileServer {
   #outputBytes = 0;
   #closing: Promise<void> | undefined;
 
-  constructor(behaviour: HostileBehaviour, options: HostileServerOptions, listener: net.Server, port: number, keys: KeyPair) {
+  constructor(behaviour: HostileBehaviour, options: HostileServerOptions, listener: net.Server, port: number, keys: EphemeralKeyPair) {
     this.behaviour = behaviour;
     this.#options = options;
     this.#listener = listener;
@@ -886,43 +887,15 @@ function soon(peer: Peer, fn: () => void): () => void {
 // ---------------------------------------------------------------------------------------
 // Keys.
 
-interface KeyPair {
-  readonly privateKey: string;
-  readonly publicKey: ParsedKey;
-}
-
-/**
- * An ephemeral ed25519 key pair. ssh2 1.17's keygen strips a leading zero byte from the
- * public key, so about one pair in 256 does not parse (mscdex/ssh2#1390, #1513): draw again
- * until both halves parse and agree.
- */
-function generateEd25519(): KeyPair {
-  for (let attempt = 0; attempt < 16; attempt++) {
-    const pair = ssh2.utils.generateKeyPairSync('ed25519');
-    const publicKey = parseOne(pair.public);
-    const privateKey = parseOne(pair.private);
-    if (publicKey && privateKey?.isPrivateKey() && privateKey.getPublicSSH().equals(publicKey.getPublicSSH())) {
-      return { privateKey: pair.private, publicKey };
-    }
-  }
-  throw new Error('hostile server: cannot generate a usable ed25519 key pair');
-}
-
-function parseOne(data: string | Buffer): ParsedKey | undefined {
-  const parsed = ssh2.utils.parseKey(data);
-  const key = Array.isArray(parsed) ? (parsed as ParsedKey[])[0] : parsed;
-  return key instanceof Error ? undefined : key;
-}
-
 /** A public key from its SSH wire blob (ssh2's parseKey falls back to the binary format). */
 function parsePublicKey(blob: Buffer): ParsedKey | undefined {
-  return parseOne(blob);
+  return parseSingleKey(blob);
 }
 
 /** The SSH wire blob of an authorized key given as text, blob or parsed key. */
 function publicBlob(key: string | Buffer | ParsedKey): Buffer {
   if (Buffer.isBuffer(key)) return key;
-  const parsed = typeof key === 'string' ? parseOne(key) : key;
+  const parsed = typeof key === 'string' ? parseSingleKey(key) : key;
   if (parsed === undefined) throw new Error('hostile server: cannot parse an authorized key');
   return parsed.getPublicSSH();
 }
