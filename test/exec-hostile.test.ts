@@ -54,6 +54,11 @@ describe('before the connection is ready', () => {
     assert.ok(server!.saw('client-kex-init'), 'the client got as far as its key exchange init');
   });
 
+  test('a password the server rejects: auth-failed, at once', async () => {
+    const wrong: Credentials = { keys: [], agentSocket: null, password: 'not-the-password' };
+    await expectFailure('cooperative', { credentials: wrong, timeouts: { authMs: 10_000 } }, { code: 'auth-failed', stage: 'auth', boundMs: 0 });
+  });
+
   test('a server that never answers authentication: auth-timeout', async () => {
     await expectFailure('never-answers-auth', { timeouts: { authMs: 1000 } }, { code: 'auth-timeout', stage: 'auth', boundMs: 1000 });
   });

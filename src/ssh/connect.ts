@@ -150,19 +150,25 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
   }
 }
 
-/** Waits for a one-shot client event; the connection closing first rejects with `failure()`. */
+/**
+ * Waits for a one-shot client event. An `error` or `close` first rejects with `failure()`:
+ * before `ready` every ssh2 error is fatal, and ssh2 then only half-closes the socket, so
+ * waiting for `close` would let a peer that never closes turn a clear `auth-failed` or
+ * `hostkey-mismatch` into a timeout.
+ */
 function untilEvent(connection: SshConnection, event: 'handshake' | 'ready', signal: AbortSignal, failure: () => LeashError): Promise<void> {
   return waitUntil<void>(signal, ({ resolve, reject }) => {
     const onEvent = (): void => resolve();
-    // ssh2 emits 'error' then 'close'; settling on 'close' sees the complete story.
-    const onClose = (): void => reject(failure());
-    // ssh2's typings list the client's events by overload; these two take no arguments.
+    const onFailure = (): void => reject(failure());
+    // ssh2's typings list the client's events by overload; these take no arguments we need.
     const client = connection.client as unknown as NodeJS.EventEmitter;
     client.once(event, onEvent);
-    client.once('close', onClose);
+    client.once('error', onFailure);
+    client.once('close', onFailure);
     return () => {
       client.off(event, onEvent);
-      client.off('close', onClose);
+      client.off('error', onFailure);
+      client.off('close', onFailure);
     };
   });
 }
