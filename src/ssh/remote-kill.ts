@@ -55,18 +55,21 @@ export async function killRemote(target: KillTarget): Promise<boolean> {
 }
 
 /**
- * Runs the kill-by-LEASH_EXEC_ID command on a second channel of the same connection,
- * bounded by the kill grace. Resolves when that channel has closed or the grace is over.
+ * Runs the kill-by-LEASH_EXEC_ID command on a second channel of the same connection. Waits
+ * at most the kill grace; a channel that opens later is closed at once. Its ledger entry
+ * lives until ssh2 settles the channel (at the latest when the connection is torn down,
+ * which follows every kill).
  */
 function runKillChannel(target: KillTarget): Promise<void> {
   const { connection, ledger, task } = target;
   return new Promise<void>((resolve) => {
     const handle = ledger.open('channel', task.id, { purpose: 'remote-kill' });
     let stream: ClientChannel | null = null;
+    let gaveUp = false;
     const timer = ledger.timeout(task.id, target.graceMs, () => {
-      // The kill command hangs or the server never answered: give up on it.
+      // The kill command hangs or the server never answered: stop waiting for it.
+      gaveUp = true;
       stream?.close();
-      if (!stream) handle.release();
       resolve();
     }, { purpose: 'kill-channel' });
     const done = (): void => {
@@ -82,12 +85,13 @@ function runKillChannel(target: KillTarget): Promise<void> {
         stream = channel;
         channel.on('error', () => {});
         channel.stderr.on('error', () => {});
-        channel.resume();
-        channel.stderr.resume();
         channel.once('close', () => {
           handle.release();
           done();
         });
+        channel.resume();
+        channel.stderr.resume();
+        if (gaveUp) return channel.close();
         channel.end();
       });
     } catch {
