@@ -8,7 +8,8 @@ export type ResourceKind =
   | 'timer'
   | 'agent-socket'
   | 'child-process'
-  | 'server';
+  | 'server'
+  | 'database';
 
 /** Small attribute values only: the ledger is cheap because its entries are. */
 export type ResourceAttrs = Readonly<Record<string, string | number | boolean>>;

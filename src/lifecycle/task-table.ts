@@ -27,6 +27,11 @@ export interface TaskProgress {
   wait(what: string | null): void;
 }
 
+/** Published on `leash:task:start` when a task enters the table (stage `queued`). */
+export interface TaskStartEvent {
+  readonly task: LiveTask;
+}
+
 /** Published on `leash:task:stage` for every stage change (diagnostics and SSE subscribe). */
 export interface TaskStageEvent {
   readonly task: LiveTask;
@@ -39,6 +44,7 @@ export interface TaskFinishEvent {
   readonly status: TerminalStatus;
 }
 
+const startChannel = channel('leash:task:start');
 const stageChannel = channel('leash:task:stage');
 const finishChannel = channel('leash:task:finish');
 
@@ -142,6 +148,7 @@ export class TaskTable {
       new CreationSite(TaskTable.prototype.create),
     );
     this.#live.set(id, task);
+    if (startChannel.hasSubscribers) startChannel.publish({ task } satisfies TaskStartEvent);
     return task;
   }
 
