@@ -1,5 +1,6 @@
 import { channel } from 'node:diagnostics_channel';
 import { CreationSite } from './creation-site.ts';
+import type { ErrorCode } from './errors.ts';
 import { canEnter, type Stage, type TerminalStatus } from './stages.ts';
 
 /** Where a task runs. */
@@ -42,6 +43,8 @@ export interface TaskStageEvent {
 export interface TaskFinishEvent {
   readonly task: LiveTask;
   readonly status: TerminalStatus;
+  /** Why it did not complete, for `status` `error` and `cancelled`; null otherwise. */
+  readonly code: ErrorCode | null;
 }
 
 const startChannel = channel('leash:task:start');
@@ -153,12 +156,12 @@ export class TaskTable {
   }
 
   /** Removes a task from the table as it reaches its terminal status. Idempotent. */
-  finish(task: LiveTask, status: TerminalStatus): void {
+  finish(task: LiveTask, status: TerminalStatus, code: ErrorCode | null = null): void {
     // Only this very task: a late second call must not remove a newer task reusing the id.
     if (this.#live.get(task.id) !== task) return;
     this.#live.delete(task.id);
     task._finish();
-    if (finishChannel.hasSubscribers) finishChannel.publish({ task, status } satisfies TaskFinishEvent);
+    if (finishChannel.hasSubscribers) finishChannel.publish({ task, status, code } satisfies TaskFinishEvent);
   }
 
   get(id: string): LiveTask | undefined {

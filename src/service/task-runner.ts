@@ -38,7 +38,7 @@ export async function runTask(spec: TaskSpec, deps: TaskRunnerDeps, options: Run
   });
   options.onStart?.(task);
   let result: ExecResult | null = null;
-  let status: TerminalStatus = 'error';
+  let report: TaskReport | null = null;
   try {
     if (options.signal.aborted) throw options.signal.reason;
     result = await deps.remote.run(
@@ -59,15 +59,14 @@ export async function runTask(spec: TaskSpec, deps: TaskRunnerDeps, options: Run
       },
       { ledger: deps.ledger, task, signal: options.signal },
     );
-    const report = toReport(task, result, null);
-    status = report.status;
+    report = toReport(task, result, null);
     return report;
   } catch (err) {
-    const report = toReport(task, result, asTaskError(err, task.stage));
-    status = report.status;
+    report = toReport(task, result, asTaskError(err, task.stage));
     return report;
   } finally {
-    deps.tasks.finish(task, status);
+    // No report only if building one threw: a bug, and reported as one.
+    deps.tasks.finish(task, report?.status ?? 'error', report ? (report.error?.code ?? null) : 'internal');
   }
 }
 
