@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { MAX_HOSTS, expandHostPattern, parseHostList, type HostBudget, type HostSpec } from '../src/cli/host-list.ts';
-import { UsageError } from '../src/cli/usage-error.ts';
+import { HostListError, MAX_HOSTS, expandHostPattern, parseHostList, type HostBudget, type HostSpec } from '../src/service/host-list.ts';
 
 const DEFAULTS = { user: 'ops', port: 22 };
 
@@ -14,15 +13,15 @@ function names(list: string): string[] {
 }
 
 /**
- * Asserts `list` is rejected with a one-line UsageError that names `entry` (quoted, as
+ * Asserts `list` is rejected with a one-line HostListError that names `entry` (quoted, as
  * the user typed it) and the source, and whose reason matches `why`.
  */
 function rejects(list: string, entry: string, why: RegExp, source = '--hosts'): void {
   assert.throws(
     () => parseHostList(list, DEFAULTS, source),
     (err: unknown) => {
-      assert.ok(err instanceof UsageError, `expected a UsageError for ${list}, got ${String(err)}`);
-      assert.equal(err.name, 'UsageError');
+      assert.ok(err instanceof HostListError, `expected a HostListError for ${list}, got ${String(err)}`);
+      assert.equal(err.name, 'HostListError');
       assert.ok(err.message.includes(JSON.stringify(entry)), `names the entry ${entry}: ${err.message}`);
       assert.ok(err.message.includes(` in ${source}`), `names the source: ${err.message}`);
       assert.ok(!err.message.includes('\n'), `one line: ${err.message}`);
@@ -98,7 +97,7 @@ void describe('parseHostList: entries', () => {
   });
 
   void test('the source is optional', () => {
-    assert.throws(() => parseHostList('a,,b', DEFAULTS), { name: 'UsageError', message: /^bad host list "a,,b": empty entry/ });
+    assert.throws(() => parseHostList('a,,b', DEFAULTS), { name: 'HostListError', message: /^bad host list "a,,b": empty entry/ });
   });
 });
 
@@ -154,7 +153,7 @@ void describe('parseHostList: ranges', () => {
     assert.equal(parseHostList('a[1-3]', DEFAULTS, 'f:1', budget).length, 3);
     assert.equal(budget.used, 3);
     assert.throws(() => parseHostList('b[1-3]', DEFAULTS, 'f:2', budget), {
-      name: 'UsageError',
+      name: 'HostListError',
       message: 'bad host entry "b[1-3]" in f:2: takes the total past 5 hosts (the limit)',
     });
   });
@@ -163,7 +162,7 @@ void describe('parseHostList: ranges', () => {
 void describe('parseHostList: rejections', () => {
   void test('empty list', () => {
     for (const list of ['', '   ']) {
-      assert.throws(() => hosts(list), { name: 'UsageError', message: /^empty host list in --hosts/ });
+      assert.throws(() => hosts(list), { name: 'HostListError', message: /^empty host list in --hosts/ });
     }
   });
 
@@ -215,7 +214,7 @@ void describe('parseHostList: rejections', () => {
     rejects('web-.x', 'web-.x', /starts or ends with "-"/);
     rejects(`${'a'.repeat(64)}.com`, `${'a'.repeat(64)}.com`, /label longer than 63/);
     const long = Array.from({ length: 50 }, () => 'abcdef').join('.');
-    assert.throws(() => hosts(long), { name: 'UsageError', message: /longer than 253 characters/ });
+    assert.throws(() => hosts(long), { name: 'HostListError', message: /longer than 253 characters/ });
   });
 
   void test('bad IPv4 addresses', () => {
@@ -280,7 +279,7 @@ void describe('parseHostList: rejections', () => {
   void test('long entries are shortened in the message, which stays one line', () => {
     const entry = `${'a'.repeat(500)} b`;
     assert.throws(() => hosts(entry), (err: unknown) => {
-      assert.ok(err instanceof UsageError);
+      assert.ok(err instanceof HostListError);
       assert.ok(err.message.length < 400, err.message);
       assert.match(err.message, /^bad host entry "a+…a+ b" in --hosts/);
       return true;
@@ -301,7 +300,7 @@ void describe('expandHostPattern', () => {
     assert.deepEqual(expandHostPattern('[9-10]x'), ['9x', '10x']);
   });
 
-  void test('rejections are UsageErrors naming the pattern', () => {
+  void test('rejections are HostListErrors naming the pattern', () => {
     const cases: Array<[string, RegExp]> = [
       ['', /empty host name/],
       ['web[1-', /without a matching/],
@@ -315,7 +314,7 @@ void describe('expandHostPattern', () => {
       assert.throws(
         () => expandHostPattern(pattern),
         (err: unknown) => {
-          assert.ok(err instanceof UsageError);
+          assert.ok(err instanceof HostListError);
           assert.ok(err.message.startsWith(`bad host pattern ${JSON.stringify(pattern)}: `), err.message);
           assert.match(err.message, why);
           return true;

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { MAX_HOSTS } from '../src/cli/host-list.ts';
+import { HostListError, MAX_HOSTS } from '../src/service/host-list.ts';
 import { MAX_INVENTORY_BYTES, readInventory } from '../src/cli/inventory.ts';
 import { UsageError } from '../src/cli/usage-error.ts';
 
@@ -27,10 +27,10 @@ async function file(content: string | Buffer): Promise<string> {
   return p;
 }
 
-/** Asserts a one-line UsageError whose message contains every one of `parts`. */
+/** Asserts a one-line usage error (bad file: UsageError; bad entry: HostListError) containing every one of `parts`. */
 async function rejects(p: string, ...parts: Array<string | RegExp>): Promise<void> {
   await assert.rejects(readInventory(p, DEFAULTS), (err: unknown) => {
-    assert.ok(err instanceof UsageError, `expected a UsageError, got ${String(err)}`);
+    assert.ok(err instanceof UsageError || err instanceof HostListError, `expected a usage error, got ${String(err)}`);
     assert.ok(!err.message.includes('\n'), `one line: ${err.message}`);
     for (const part of parts) {
       if (typeof part === 'string') assert.ok(err.message.includes(part), `"${part}" in: ${err.message}`);

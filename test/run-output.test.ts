@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { foldHosts } from '../src/cli/host-fold.ts';
-import { expandHostPattern } from '../src/cli/host-list.ts';
+import { expandHostPattern } from '../src/service/host-list.ts';
 import { RunOutput, groupReports, toJsonLine } from '../src/cli/run-output.ts';
 import type { TaskReport } from '../src/lifecycle/task-report.ts';
 

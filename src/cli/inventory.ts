@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { MAX_HOSTS, parseHostList, type HostBudget, type HostDefaults, type HostSpec } from './host-list.ts';
+import { MAX_HOSTS, parseHostList, type HostBudget, type HostDefaults, type HostSpec } from '../service/host-list.ts';
 import { UsageError, quoteInput } from './usage-error.ts';
 
 /** The largest inventory file read; anything bigger is a mistake (or not an inventory). */
@@ -9,8 +9,8 @@ export const MAX_INVENTORY_BYTES = 16 * 1024 * 1024;
  * Reads an inventory file: host entries in the `--hosts` LIST syntax, one or more per line
  * (comma-separated), `#` starting a comment (full line or trailing), blank lines ignored.
  * Duplicates across the file are dropped, keeping the first. The file may be a pipe
- * (`--inventory <(cmd)`). Every problem is a {@link UsageError}: an unreadable file names
- * the path and the reason, a bad entry names `path:line`; the file is capped at
+ * (`--inventory <(cmd)`). An unreadable file is a {@link UsageError} naming the path and
+ * the reason; a bad entry a HostListError naming `path:line`; the file is capped at
  * {@link MAX_INVENTORY_BYTES} and its expansion at {@link MAX_HOSTS} hosts.
  */
 export async function readInventory(path: string, defaults: HostDefaults): Promise<HostSpec[]> {

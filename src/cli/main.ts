@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { HostListError } from '../service/host-list.ts';
 import { runCommand } from './run-command.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -56,7 +57,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
         throw new UsageError(`unknown command "${command}" (commands: run, demo; see leash --help)`);
     }
   } catch (err) {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError || err instanceof HostListError) {
       io.stderr.write(`leash: ${err.message}\n`);
       return 2;
     }

@@ -5,7 +5,7 @@ import type { HostKeyPolicy } from '../ssh/host-key-verifier.ts';
 import { DEFAULT_KEEPALIVE, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUTS, type TaskTimeouts } from '../service/task-spec.ts';
 import type { KeepaliveOptions } from '../ssh/connect.ts';
 import { parseDuration } from './duration.ts';
-import { parseHostList, type HostSpec } from './host-list.ts';
+import { parseHostList, type HostSpec } from '../service/host-list.ts';
 import { readInventory } from './inventory.ts';
 import { UsageError } from './usage-error.ts';
 

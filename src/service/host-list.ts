@@ -1,7 +1,12 @@
 import net from 'node:net';
-import { UsageError, quoteInput } from './usage-error.ts';
+import { quoteInput } from './quote-input.ts';
 
 /** One SSH target of `leash run`. */
+/** A malformed host list, entry or range: one line naming the input and where it came from. */
+export class HostListError extends Error {
+  override readonly name = 'HostListError';
+}
+
 export interface HostSpec {
   host: string;
   port: number;
@@ -27,7 +32,7 @@ export interface HostBudget {
   used: number;
 }
 
-/** A problem with one entry or pattern, turned into a {@link UsageError} with context. */
+/** A problem with one entry or pattern, turned into a {@link HostListError} with context. */
 class EntryProblem extends Error {}
 
 const RANGE_EXAMPLE = 'expected N or N-M, e.g. web[01-20], 10.0.0.[1-5], node[1-3,7]';
@@ -38,7 +43,7 @@ const RANGE_EXAMPLE = 'expected N or N-M, e.g. web[01-20], 10.0.0.[1-5], node[1-
  * `r[1-2]n[1-4]`) and commas inside brackets belong to the range. IPv6 addresses are
  * written in brackets: `[::1]`, `root@[2001:db8::1]:2222`. Duplicates (same user, host
  * ignoring case, port) are dropped, keeping the first. Every problem is a
- * {@link UsageError} naming the entry and `source` (e.g. `--hosts`, `hosts.txt:3`).
+ * {@link HostListError} naming the entry and `source` (e.g. `--hosts`, `hosts.txt:3`).
  */
 export function parseHostList(
   list: string,
@@ -47,13 +52,13 @@ export function parseHostList(
   budget: HostBudget = { limit: MAX_HOSTS, used: 0 },
 ): HostSpec[] {
   const where = source === undefined ? '' : ` in ${source}`;
-  if (list.trim() === '') throw new UsageError(`empty host list${where}: expected [user@]host[:port], comma-separated`);
+  if (list.trim() === '') throw new HostListError(`empty host list${where}: expected [user@]host[:port], comma-separated`);
   const out: HostSpec[] = [];
   const seen = new Set<string>();
   for (const raw of splitTopLevel(list)) {
     const entry = raw.trim();
     if (entry === '') {
-      throw new UsageError(
+      throw new HostListError(
         `bad host list ${quoteInput(list)}${where}: empty entry (two commas in a row, or a comma at the start or end)`,
       );
     }
@@ -65,7 +70,7 @@ export function parseHostList(
         out.push(spec);
       }
     } catch (err) {
-      if (err instanceof EntryProblem) throw new UsageError(`bad host entry ${quoteInput(entry)}${where}: ${err.message}`);
+      if (err instanceof EntryProblem) throw new HostListError(`bad host entry ${quoteInput(entry)}${where}: ${err.message}`);
       throw err;
     }
   }
@@ -77,14 +82,14 @@ export function parseHostList(
  * slowest): `web[01-03]` → web01, web02, web03; `node[1-2,7]` → node1, node2, node7;
  * `r[1-2]n[1-2]` → r1n1, r1n2, r2n1, r2n2. Zero padding follows the width of each start
  * bound. A name without brackets is returned as is; names are not otherwise validated.
- * Throws a {@link UsageError} on a malformed range or past {@link MAX_HOSTS} names.
+ * Throws a {@link HostListError} on a malformed range or past {@link MAX_HOSTS} names.
  */
 export function expandHostPattern(pattern: string): string[] {
   try {
     if (pattern === '') throw new EntryProblem('empty host name');
     return expand(pattern, { limit: MAX_HOSTS, used: 0 });
   } catch (err) {
-    if (err instanceof EntryProblem) throw new UsageError(`bad host pattern ${quoteInput(pattern)}: ${err.message}`);
+    if (err instanceof EntryProblem) throw new HostListError(`bad host pattern ${quoteInput(pattern)}: ${err.message}`);
     throw err;
   }
 }
