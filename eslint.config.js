@@ -1,19 +1,21 @@
 // Lint rules that guard the project's promises: no floating promises (every wait is
 // awaited or handled), no import cycles, and imports that only point down the layers of
-// ../shared/DESIGN.md: cli → api → service → store → ssh → lifecycle; diagnostics reads
-// lifecycle and is read by service, api and cli.
+// ../shared/DESIGN.md: cli → app → api → service → store → ssh → lifecycle; diagnostics
+// reads lifecycle and is read by the layers above it. app/ is the one composition root
+// (STYLE.md "one place wires everything together"), called by cli.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import importX from 'eslint-plugin-import-x';
 
 /** Each layer and the layers it must never import (everything above it). */
 const LAYERS = {
-  lifecycle: ['cli', 'api', 'service', 'store', 'ssh', 'diagnostics'],
-  diagnostics: ['cli', 'api', 'service', 'store', 'ssh'],
-  ssh: ['cli', 'api', 'service', 'store', 'diagnostics'],
-  store: ['cli', 'api', 'service', 'diagnostics'],
-  service: ['cli', 'api'],
-  api: ['cli'],
+  lifecycle: ['cli', 'app', 'api', 'service', 'store', 'ssh', 'diagnostics'],
+  diagnostics: ['cli', 'app', 'api', 'service', 'store', 'ssh'],
+  ssh: ['cli', 'app', 'api', 'service', 'store', 'diagnostics'],
+  store: ['cli', 'app', 'api', 'service', 'diagnostics'],
+  service: ['cli', 'api', 'app'],
+  api: ['cli', 'app'],
+  app: ['cli'],
 };
 
 export default tseslint.config(

@@ -134,15 +134,15 @@ void describe('host patterns', () => {
     assert.deepEqual(lines(`[*.example.com]:2222 ${ed.pub}\n`, 'db.example.com', 2223), []);
   });
 
-  void test('wildcard matching is literal apart from * and ?, and fast on hostile patterns', () => {
+  // A backtracking matcher would take exponential time on the last pattern: the test would
+  // hang until the runner's timeout rather than fail a timing assertion.
+  void test('wildcard matching is literal apart from * and ?, and linear on hostile patterns', () => {
     assert.ok(wildcardMatch('[h]:2?', '[h]:22'));
     assert.ok(!wildcardMatch('[h]:2?', 'h:22'));
     assert.ok(wildcardMatch('a*b*c', 'aXXbYYc'));
     assert.ok(!wildcardMatch('a*b*c', 'aXXbYY'));
     assert.ok(wildcardMatch('**', ''));
-    const start = performance.now();
     assert.ok(!wildcardMatch('*a*a*a*a*a*a*a*a*a*b', 'a'.repeat(5000)));
-    assert.ok(performance.now() - start < 500);
   });
 
   void test('a comma list matches any of its names', () => {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -200,30 +199,6 @@ void describe('OutputCapture', () => {
 
   // A hostile peer can send its output as 1-byte SSH data messages (ssh2 emits one 'data'
   // chunk per message). The capture must cost time and memory per byte, not per chunk.
-
-  void test('1-byte chunks past a full tail cost constant time each (no O(cap) work per push)', () => {
-    // In a fresh process: V8 sometimes pretenures the chunk array and shifts it cheaply,
-    // depending on what ran before, so an in-process timing would hide the problem.
-    const script = [
-      "import { OutputCapture } from './src/ssh/output-capture.ts';",
-      'const cap = 128 * 1024;',
-      "const one = Buffer.from('x');",
-      'const c = new OutputCapture(cap);',
-      'for (let i = 0; i < cap; i++) c.push(one);',
-      'const started = performance.now();',
-      'for (let i = 0; i < 20_000; i++) c.push(one);',
-      'console.log(JSON.stringify({ ms: performance.now() - started, dropped: c.bytesDropped }));',
-    ].join('\n');
-    const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
-      cwd: new URL('..', import.meta.url),
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
-    const { ms, dropped } = JSON.parse(out) as { ms: number; dropped: number };
-    assert.equal(dropped, 20_000);
-    // Linear work is a few ms; shifting a 64K-entry chunk array on every push is seconds.
-    assert.ok(ms < 500, `20000 1-byte pushes past a 128 KiB cap took ${ms.toFixed(0)} ms`);
-  });
 
   void test('1-byte chunks retain about cap bytes of memory, not a Buffer object per byte', async () => {
     setFlagsFromString('--expose-gc');

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { HostListError } from '../service/host-list.ts';
 import { runCommand } from './run-command.ts';
+import { serveCommand } from './serve-command.ts';
 import { UsageError } from './usage-error.ts';
 
 /** `leash --help`. */
@@ -8,7 +9,8 @@ const USAGE = `Usage: leash <command> [options]
 
 Commands:
   run [options] -- COMMAND   run COMMAND on many hosts over SSH (leash run --help)
-  demo                       run a command on leash's built-in loopback demo target
+  serve [options]            run the HTTP service (leash serve --help)
+  demo [COMMAND]             run a command on leash's built-in loopback demo target
 
 Options:
   -h, --help                 show this help
@@ -41,6 +43,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
     switch (command) {
       case 'run':
         return await runCommand(rest, io);
+      case 'serve':
+        return await serveCommand(rest, io);
       case 'demo':
         return await runCommand(['--demo', '--', ...(rest.length > 0 ? rest : [DEMO_COMMAND])], io);
       case '-V':
@@ -54,7 +58,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
         io.stdout.write(USAGE);
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(`unknown command "${command}" (commands: run, demo; see leash --help)`);
+        throw new UsageError(`unknown command "${command}" (commands: run, serve, demo; see leash --help)`);
     }
   } catch (err) {
     if (err instanceof UsageError || err instanceof HostListError) {

@@ -59,8 +59,7 @@ export class LiveTask implements TaskProgress {
   readonly attrs: Readonly<Record<string, string>>;
   readonly createdAt = Date.now();
   readonly site: CreationSite;
-  /** Latest moment by which the task must be terminal (epoch ms), or null when unbounded. */
-  readonly hardDeadline: number | null;
+  #hardDeadline: number | null;
   #stage: Stage = 'queued';
   readonly #history: StageMark[];
   #waiting: string | null = null;
@@ -73,12 +72,25 @@ export class LiveTask implements TaskProgress {
     this.target = target;
     this.attrs = attrs;
     this.site = site;
-    this.hardDeadline = hardDeadlineMs === null ? null : this.createdAt + hardDeadlineMs;
+    this.#hardDeadline = hardDeadlineMs === null ? null : this.createdAt + hardDeadlineMs;
     this.#history = [{ stage: 'queued', at: this.createdAt }];
   }
 
   get stage(): Stage {
     return this.#stage;
+  }
+
+  /** Latest moment by which the task must be terminal (epoch ms), or null when unbounded. */
+  get hardDeadline(): number | null {
+    return this.#hardDeadline;
+  }
+
+  /**
+   * Starts the clock of a task that waited in a queue (waiting is not bounded by its stage
+   * deadlines): from now it must be terminal within `hardDeadlineMs`, or null: unbounded.
+   */
+  bound(hardDeadlineMs: number | null): void {
+    this.#hardDeadline = hardDeadlineMs === null ? null : Date.now() + hardDeadlineMs;
   }
 
   get waiting(): string | null {

@@ -19,6 +19,11 @@ export interface RunTaskOptions {
   /** Cancels the task. Abort with `cancelledError(...)`; a bare abort() also counts as cancel. */
   readonly signal: AbortSignal;
   readonly id?: string;
+  /**
+   * A task already in the table (accepted earlier and queued); by default the task is
+   * created here. Its hard deadline starts now.
+   */
+  readonly task?: LiveTask;
   /** Called as soon as the task is in the task table. */
   readonly onStart?: (task: LiveTask) => void;
   readonly onOutput?: (stream: OutputStream, chunk: Buffer) => void;
@@ -30,12 +35,14 @@ export interface RunTaskOptions {
  * {@link TaskReport}. The task leaves the table only after its resources are released.
  */
 export async function runTask(spec: TaskSpec, deps: TaskRunnerDeps, options: RunTaskOptions): Promise<TaskReport> {
-  const task = deps.tasks.create({
-    ...(options.id === undefined ? {} : { id: options.id }),
-    target: spec.target,
-    attrs: { command: spec.command },
-    hardDeadlineMs: hardDeadlineMs(spec.timeouts),
-  });
+  const task =
+    options.task ??
+    deps.tasks.create({
+      ...(options.id === undefined ? {} : { id: options.id }),
+      target: spec.target,
+      attrs: { command: spec.command },
+    });
+  task.bound(hardDeadlineMs(spec.timeouts));
   options.onStart?.(task);
   let result: ExecResult | null = null;
   let report: TaskReport | null = null;

@@ -62,6 +62,11 @@ export interface TaskQuery {
   readonly cursor?: string;
 }
 
+/** A `cursor` that no page of this store produced (damaged, or from another listing). */
+export class StoreCursorError extends Error {
+  override readonly name = 'StoreCursorError';
+}
+
 /** One page of {@link TaskStore.listTasks}. */
 export interface TaskPage {
   readonly tasks: readonly StoredTask[];

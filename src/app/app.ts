@@ -1,0 +1,200 @@
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import { buildApi } from '../api/server.ts';
+import { TokenAuth } from '../api/token-auth.ts';
+import { createMetrics, type LeashMetrics } from '../diagnostics/metrics.ts';
+import type { ResourceHandle, ResourceLedger } from '../lifecycle/ledger.ts';
+import type { TaskTable } from '../lifecycle/task-table.ts';
+import { BatchService } from '../service/batch-service.ts';
+import { Identities } from '../service/identities.ts';
+import { Scheduler } from '../service/scheduler.ts';
+import { AD_HOC_FLOW, TaskService } from '../service/task-service.ts';
+import { startDemoTarget, type DemoTarget } from '../ssh/demo-target.ts';
+import { parseSingleKey } from '../ssh/ephemeral-keys.ts';
+import { HostKeyVerifier } from '../ssh/host-key-verifier.ts';
+import { SshRemoteExec } from '../ssh/remote-exec.ts';
+import { openStore } from '../store/open-store.ts';
+import type { TaskStore } from '../store/task-store.ts';
+import type { ServeConfig } from './config.ts';
+
+/** Secrets never reach a log line, whatever object they hide in (pino redaction paths). */
+export const REDACTED_PATHS = [
+  'authorization',
+  'req.headers.authorization',
+  '*.password',
+  '*.passphrase',
+  '*.secret',
+  '*.token',
+  '*.privateKey',
+  '*.stdin',
+  '*.env',
+];
+
+/** A running `leash serve`. */
+export interface RunningService {
+  /** Base URL of the API, e.g. `http://127.0.0.1:7070`. */
+  readonly url: string;
+  /** The built-in demo target, when started with `demo`. */
+  readonly demo: DemoTarget | null;
+  readonly logger: Logger;
+  /**
+   * Graceful shutdown: /readyz fails and no new work is taken, running tasks get the
+   * configured grace, the rest are cancelled (remote processes stopped), everything is
+   * persisted, then the listener, the store and the demo target close. Idempotent.
+   */
+  stop(): Promise<void>;
+}
+
+/** What {@link startService} runs with besides the configuration. */
+export interface ServiceOptions {
+  readonly demo: boolean;
+  readonly env: NodeJS.ProcessEnv;
+  readonly ledger: ResourceLedger;
+  readonly tasks: TaskTable;
+  /** Where log lines go (default stdout); tests capture them. */
+  readonly logDestination?: NodeJS.WritableStream;
+}
+
+/** How long the demo target's host key check and identity live: the life of the service. */
+const DEMO_IDENTITY = 'demo';
+
+/**
+ * Wires the service together (the one composition root, STYLE.md) and starts it: store
+ * (tasks left unfinished by a previous process become `interrupted`), identities, host keys,
+ * scheduler, task and batch services, metrics and the HTTP API. Shutdown runs in reverse.
+ */
+export async function startService(config: ServeConfig, options: ServiceOptions): Promise<RunningService> {
+  const { ledger, tasks } = options;
+  const logger = pino({ level: config.logLevel, redact: { paths: REDACTED_PATHS, censor: '[redacted]' } }, options.logDestination ?? process.stdout);
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const unwind = async (): Promise<void> => {
+    for (const cleanup of cleanups.splice(0).reverse()) {
+      try {
+        await cleanup();
+      } catch (err) {
+        logger.error({ err }, 'shutdown step failed');
+      }
+    }
+  };
+  try {
+    const store: TaskStore = await openStore(resolveStoreUrl(config), { ledger });
+    cleanups.push(() => store.close());
+    const interrupted = await store.interruptUnfinished('the leash process that ran this task stopped before it finished', Date.now());
+    if (interrupted > 0) logger.warn({ interrupted }, 'tasks left unfinished by a previous process are now interrupted');
+
+    const identities = await Identities.load(config.identities, options.env);
+    let demo: DemoTarget | null = null;
+    if (options.demo) {
+      demo = await startDemoTarget({ ledger });
+      const target = demo;
+      cleanups.push(() => target.close());
+      const key = parseSingleKey(demo.clientPrivateKey);
+      if (!key) throw new Error('demo target: its client key does not parse');
+      identities.add({
+        name: DEMO_IDENTITY,
+        user: demo.user,
+        credentials: { keys: [{ path: 'demo', parsed: key }], agentSocket: null, password: null },
+        hostKeys: HostKeyVerifier.fromLines([demo.knownHostsLine], 'strict', 'demo target'),
+      });
+    }
+    const hostKeys = await HostKeyVerifier.load({
+      policy: config.hostKeys.policy,
+      readFiles: config.hostKeys.readFiles,
+      ownFile: config.hostKeys.knownHostsFile,
+    });
+    for (const warning of hostKeys.warnings) logger.warn({ warning }, 'known_hosts');
+    if (config.hostKeys.policy === 'off') logger.warn('host key policy off: host keys are not checked');
+
+    const scheduler = new Scheduler({
+      globalConcurrency: config.limits.globalConcurrency,
+      perTarget: config.limits.perHost,
+      perTargetHandshakes: config.limits.perTargetHandshakes,
+    });
+    scheduler.openFlow(AD_HOC_FLOW, { capacity: config.limits.queueCapacity });
+    const taskService = new TaskService({
+      store,
+      scheduler,
+      remote: new SshRemoteExec(),
+      ledger,
+      tasks,
+      identities,
+      hostKeys,
+      logger,
+      policy: {
+        timeouts: config.defaults.timeouts,
+        keepalive: config.defaults.keepalive,
+        maxOutputBytes: config.defaults.maxOutputBytes,
+        defaultIdentity: config.defaultIdentity ?? (demo ? DEMO_IDENTITY : null),
+        queueCapacity: config.limits.queueCapacity,
+        eventOutputBudget: 256 * 1024,
+        finishedLogs: 1000,
+      },
+    });
+    const batchService = new BatchService({ store, scheduler, tasks: taskService, logger, maxHosts: config.limits.maxBatchHosts });
+    cleanups.push(() => taskService.close());
+
+    const metrics: LeashMetrics = createMetrics({ ledger, tasks });
+    cleanups.push(() => metrics.close());
+    const retention = startRetention(store, config, ledger, logger);
+    cleanups.push(() => retention.release());
+
+    const api: FastifyInstance = await buildApi({
+      tasks: taskService,
+      batches: batchService,
+      store,
+      auth: new TokenAuth(config.tokens),
+      metrics,
+      ledger,
+      logger,
+      limits: { bodyLimitBytes: config.limits.bodyLimitBytes, maxWaitSeconds: config.limits.maxWaitSeconds },
+      defaultIdentity: config.defaultIdentity ?? (demo ? DEMO_IDENTITY : null),
+    });
+    cleanups.push(() => api.close());
+    const address = await api.listen({ host: config.listen.host, port: config.listen.port });
+    logger.info({ url: address, demo: demo !== null, interrupted }, 'leash serve listening');
+
+    // Drain while the API still answers (readyz says draining, waiting callers and event
+    // streams get their results); then close the listener and the rest, newest first.
+    const shutdown = async (): Promise<void> => {
+      await taskService.drain(config.shutdownGraceMs);
+      await batchService.idle();
+      await unwind();
+      logger.info('leash serve stopped');
+    };
+    let stopping: Promise<void> | null = null;
+    return { url: address, demo, logger, stop: () => (stopping ??= shutdown()) };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}
+
+/** Prunes old history now and every interval (a ledger timer, re-armed after each run). */
+function startRetention(store: TaskStore, config: ServeConfig, ledger: ResourceLedger, logger: Logger): { release: () => void } {
+  let timer: ResourceHandle | null = null;
+  let stopped = false;
+  const run = async (): Promise<void> => {
+    try {
+      const removed = await store.pruneHistory({ maxAgeMs: config.retention.maxAgeMs, maxRows: config.retention.maxRows }, Date.now());
+      if (removed > 0) logger.info({ removed }, 'pruned task history');
+    } catch (err) {
+      logger.error({ err }, 'could not prune task history');
+    }
+    if (!stopped) timer = ledger.timeout('retention', config.retention.intervalMs, () => void run(), { purpose: 'history-retention' });
+  };
+  void run();
+  return {
+    release: () => {
+      stopped = true;
+      timer?.release();
+    },
+  };
+}
+
+/** `sqlite:` paths are relative to the data directory when relative. */
+function resolveStoreUrl(config: ServeConfig): string {
+  const m = /^sqlite:(.*)$/.exec(config.store);
+  if (!m || m[1] === ':memory:' || path.isAbsolute(m[1] ?? '')) return config.store;
+  return `sqlite:${path.resolve(m[1] ?? '')}`;
+}
