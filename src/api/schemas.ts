@@ -29,7 +29,10 @@ export const TimeoutsSchema = Type.Object(
   { additionalProperties: false, description: 'Per-stage deadlines; omitted ones take the configured defaults.' },
 );
 
-const EnvSchema = Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String({ maxLength: 32768 }), {
+const EnvSchema = Type.Unsafe<Record<string, string>>({
+  type: 'object',
+  propertyNames: { pattern: '^[A-Za-z_][A-Za-z0-9_]*$', maxLength: 128 },
+  additionalProperties: { type: 'string', maxLength: 32768 },
   maxProperties: 64,
   description: 'Environment variables for the command (names are shell identifiers). Values are not stored.',
 });

@@ -8,6 +8,7 @@ import type { TaskReport } from '../lifecycle/task-report.ts';
 import type { LiveTask, TaskStageEvent, TaskTable } from '../lifecycle/task-table.ts';
 import type { KeepaliveOptions } from '../ssh/connect.ts';
 import type { HostKeyVerifier } from '../ssh/host-key-verifier.ts';
+import { EXEC_ID_VARIABLE, isEnvName } from '../ssh/remote-command.ts';
 import type { RemoteExec } from '../ssh/remote-exec.ts';
 import type { NewTask, StoredTask, TaskStore } from '../store/task-store.ts';
 import type { Identities } from './identities.ts';
@@ -121,6 +122,11 @@ export class TaskService {
     const identity = identities.get(identityName);
     if (!identity) {
       throw new ServiceError('invalid', `unknown identity ${JSON.stringify(identityName)}; known: ${identities.names().join(', ') || 'none'}`, { field: 'identity' });
+    }
+    for (const name of Object.keys(request.env)) {
+      if (!isEnvName(name) || name === EXEC_ID_VARIABLE) {
+        throw new ServiceError('invalid', `environment variable name ${JSON.stringify(name)} is not allowed (a shell identifier other than ${EXEC_ID_VARIABLE})`, { field: 'env' });
+      }
     }
     const user = request.user ?? identity.user;
     if (user === null) throw new ServiceError('invalid', `no user: give "user", or configure one for identity ${JSON.stringify(identityName)}`, { field: 'user' });
