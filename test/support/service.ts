@@ -34,7 +34,7 @@ export interface TestService {
 export interface ApiResponse {
   readonly status: number;
   readonly headers: Headers;
-  readonly body: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- JSON of any route
+  readonly body: any;
 }
 
 /**
@@ -122,7 +122,7 @@ export async function apiRequest(
 export interface SseEvent {
   readonly id: string | null;
   readonly event: string;
-  readonly data: any; // eslint-disable-line @typescript-eslint/no-explicit-any -- the event's JSON
+  readonly data: any;
 }
 
 /**
