@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { ledger } from '../src/lifecycle/ledger.ts';
 import { assertNothingAlive } from './support/assert-clean.ts';
 import { ADMIN_TOKEN, READ_TOKEN, readEvents, startTestService, type TestService } from './support/service.ts';
 import { startSshd, type Sshd } from './support/sshd.ts';
@@ -84,6 +85,19 @@ describe('tasks', () => {
     assert.equal(r.status, 202);
     assert.equal(r.body.status, 'running');
     await service.request('POST', `/v1/tasks/${r.body.id}/cancel`);
+  });
+
+  test('a client that gives up on a long wait leaves no wait behind', async () => {
+    const body = JSON.stringify(task('sleep 1', { wait: 60 }));
+    await assert.rejects(
+      fetch(`${service.url}/v1/tasks`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+        body,
+        signal: AbortSignal.timeout(300),
+      }),
+    );
+    await waitUntil('the wait to be dropped', () => !ledger.live().some((e) => e.attrs.purpose === 'wait'), 5000);
   });
 
   test('an unreachable host is an error with its code and stage, not an HTTP error', async () => {

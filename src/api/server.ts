@@ -2,7 +2,7 @@ import net from 'node:net';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { Logger } from 'pino';
 import type { LeashMetrics } from '../diagnostics/metrics.ts';
 import type { ResourceLedger } from '../lifecycle/ledger.ts';
@@ -122,7 +122,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       const task = await deps.tasks.submit(taskRequest(body), request.caller.name);
       const wait = Math.min(body.wait ?? 0, deps.limits.maxWaitSeconds);
       if (wait > 0) {
-        const settled = await deps.tasks.waitFor(task.id, wait * 1000, abortOnClose(request));
+        const settled = await deps.tasks.waitFor(task.id, wait * 1000, abortOnClose(reply));
         if (settled && settled.status !== 'queued' && settled.status !== 'running') return reply.status(200).send(taskJson(settled));
         return reply.status(202).send(taskJson(settled ?? task));
       }
@@ -256,9 +256,15 @@ function batchRequest(body: BatchRequestBody, hosts: HostSpec[]): BatchRequest {
   };
 }
 
-/** A signal that aborts when the client goes away (a long `wait` stops waiting). */
-function abortOnClose(request: FastifyRequest): AbortSignal {
+/**
+ * A signal that aborts when the client goes away before its answer (a long `wait` stops
+ * waiting). The response's `close` is the one to watch: the request's fires as soon as its
+ * body has been read.
+ */
+function abortOnClose(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
-  request.raw.once('close', () => controller.abort());
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) controller.abort();
+  });
   return controller.signal;
 }
