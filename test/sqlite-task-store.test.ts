@@ -25,6 +25,7 @@ function newTask(id: string, overrides: Partial<NewTask> = {}): NewTask {
     target: { host: 'web01.example.com', port: 22, user: 'deploy' },
     command: 'uptime',
     identity: 'default',
+    execId: `exec-${id}`,
     envNames: [],
     timeouts: TIMEOUTS,
     maxOutputBytes: 1024 * 1024,
@@ -330,8 +331,10 @@ void describe('SqliteTaskStore restart, retention, batches', () => {
       await first.close();
 
       const second = await open(dir, ledger);
-      const n = await second.interruptUnfinished('leash stopped', 5_000);
-      assert.equal(n, 3, 'queued, running and the batch task');
+      const interrupted = await second.interruptUnfinished('leash stopped', 5_000);
+      assert.deepEqual(interrupted.map((t) => t.id).sort(), ['in-batch', 'queued', 'running'], 'queued, running and the batch task');
+      assert.equal(interrupted.find((t) => t.id === 'running')?.execId, 'exec-running', 'the exec id survives, to find orphans');
+      assert.ok(interrupted.every((t) => t.status === 'interrupted'));
       for (const id of ['queued', 'running', 'in-batch']) {
         const t = await mustGet(second, id);
         assert.equal(t.status, 'interrupted', id);
@@ -350,7 +353,7 @@ void describe('SqliteTaskStore restart, retention, batches', () => {
       assert.equal(live?.status, 'cancelled');
       assert.equal(live.finishedAt, 5_000);
       assert.deepEqual(await second.getBatch('old-batch'), oldBatchBefore);
-      assert.equal(await second.interruptUnfinished('again', 6_000), 0, 'nothing left to interrupt');
+      assert.deepEqual(await second.interruptUnfinished('again', 6_000), [], 'nothing left to interrupt');
       // An interrupted task is terminal: a late report is ignored.
       await second.finishTask('queued', report(queued, 'ok'));
       assert.equal((await mustGet(second, 'queued')).status, 'interrupted');

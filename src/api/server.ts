@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { LeashMetrics } from '../diagnostics/metrics.ts';
 import type { ResourceLedger } from '../lifecycle/ledger.ts';
 import type { BatchRequest, BatchService } from '../service/batch-service.ts';
-import { parseHostList, type HostSpec } from '../service/host-list.ts';
+import { HostListError, parseHostList, type HostSpec } from '../service/host-list.ts';
 import type { TaskRequest, TaskService } from '../service/task-service.ts';
 import type { TaskStore } from '../store/task-store.ts';
 import { ApiError, handleError } from './api-errors.ts';
@@ -40,6 +40,8 @@ export interface ApiDeps {
     readonly bodyLimitBytes: number;
     /** Longest `wait` honoured on POST /v1/tasks, in seconds. */
     readonly maxWaitSeconds: number;
+    /** Most hosts in one batch. */
+    readonly maxBatchHosts: number;
   };
   /** The identity a request without one runs as (for token checks). */
   readonly defaultIdentity: string | null;
@@ -175,7 +177,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.post('/v1/batches', { schema: { description: 'Run a command on many hosts.', body: BatchRequestSchema, response: { 202: BatchSchema, ...errors } } }, async (request, reply) => {
     const body = request.body;
-    const hosts = batchHosts(body);
+    const hosts = batchHosts(body, deps.limits.maxBatchHosts);
     const identity = body.identity ?? deps.defaultIdentity;
     for (const h of hosts) request.caller.mayRun(identity, h.host);
     const batch = await deps.batches.submit(batchRequest(body, hosts), request.caller.name);
@@ -226,15 +228,24 @@ function taskRequest(body: TaskRequestBody): TaskRequest {
 }
 
 /** The hosts of a batch: `hosts` entries or a `pattern`, with the request's user and port as defaults. */
-function batchHosts(body: BatchRequestBody): HostSpec[] {
+function batchHosts(body: BatchRequestBody, maxHosts: number): HostSpec[] {
   if ((body.hosts === undefined) === (body.pattern === undefined)) {
     throw new ApiError('bad-request', 'give exactly one of "hosts" (a list of entries) or "pattern" (a host list like web[01-20])', { field: 'hosts' });
   }
   const defaults = { user: body.user ?? '', port: body.port ?? 22 };
-  const specs = body.pattern !== undefined ? parseHostList(body.pattern, defaults, 'pattern') : body.hosts!.flatMap((entry, i) => parseHostList(entry, defaults, `hosts[${i}]`));
+  const field = body.pattern !== undefined ? 'pattern' : 'hosts';
+  let specs: HostSpec[];
+  try {
+    specs = body.pattern !== undefined ? parseHostList(body.pattern, defaults, 'pattern') : body.hosts!.flatMap((entry, i) => parseHostList(entry, defaults, `hosts[${i}]`));
+  } catch (err) {
+    if (err instanceof HostListError) throw new ApiError('bad-request', err.message, { field });
+    throw err;
+  }
+  if (specs.length > maxHosts) throw new ApiError('bad-request', `${specs.length} hosts is more than the ${maxHosts} a batch may have`, { field });
   const seen = new Set<string>();
   return specs.filter((s) => {
-    const key = `${s.user}@${s.host}:${s.port}`;
+    // Host names compare without case, across entries as within one.
+    const key = `${s.user}@${s.host.toLowerCase()}:${s.port}`;
     if (seen.has(key)) return false;
     seen.add(key);
     return true;

@@ -81,7 +81,7 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
     const store: TaskStore = await openStore(resolveStoreUrl(config), { ledger });
     cleanups.push(() => store.close());
     const interrupted = await store.interruptUnfinished('the leash process that ran this task stopped before it finished', Date.now());
-    if (interrupted > 0) logger.warn({ interrupted }, 'tasks left unfinished by a previous process are now interrupted');
+    if (interrupted.length > 0) logger.warn({ interrupted: interrupted.length }, 'tasks left unfinished by a previous process are now interrupted');
 
     const identities = await Identities.load(config.identities, options.env);
     let demo: DemoTarget | null = null;
@@ -131,7 +131,8 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
         finishedLogs: 1000,
       },
     });
-    const batchService = new BatchService({ store, scheduler, tasks: taskService, logger, maxHosts: config.limits.maxBatchHosts });
+    taskService.reapOrphans(interrupted);
+    const batchService = new BatchService({ store, scheduler, tasks: taskService, logger, maxHosts: config.limits.maxBatchHosts, maxQueuedTasks: config.limits.maxQueuedBatchTasks });
     cleanups.push(() => taskService.close());
 
     const metrics: LeashMetrics = createMetrics({ ledger, tasks });
@@ -147,12 +148,12 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
       metrics,
       ledger,
       logger,
-      limits: { bodyLimitBytes: config.limits.bodyLimitBytes, maxWaitSeconds: config.limits.maxWaitSeconds },
+      limits: { bodyLimitBytes: config.limits.bodyLimitBytes, maxWaitSeconds: config.limits.maxWaitSeconds, maxBatchHosts: config.limits.maxBatchHosts },
       defaultIdentity: config.defaultIdentity ?? (demo ? DEMO_IDENTITY : null),
     });
     cleanups.push(() => api.close());
     const address = await api.listen({ host: config.listen.host, port: config.listen.port });
-    logger.info({ url: address, demo: demo !== null, interrupted }, 'leash serve listening');
+    logger.info({ url: address, demo: demo !== null, interrupted: interrupted.length }, 'leash serve listening');
 
     // Drain while the API still answers (readyz says draining, waiting callers and event
     // streams get their results); then close the listener and the rest, newest first.

@@ -90,6 +90,8 @@ export interface ServeConfig {
     perTargetHandshakes: number;
     queueCapacity: number;
     maxBatchHosts: number;
+    /** Tasks of all batches waiting to start, at most; a batch that would exceed it gets 429. */
+    maxQueuedBatchTasks: number;
     maxWaitSeconds: number;
     bodyLimitBytes: number;
   };
@@ -150,6 +152,7 @@ const DEFAULT_LIMITS: ServeConfig['limits'] = {
   perTargetHandshakes: 8,
   queueCapacity: 10_000,
   maxBatchHosts: 10_000,
+  maxQueuedBatchTasks: 100_000,
   maxWaitSeconds: 60,
   bodyLimitBytes: MIB,
 };
@@ -250,6 +253,7 @@ const FileSchema = Type.Object(
           perTargetHandshakes: Type.Optional(Count(1)),
           queueCapacity: Type.Optional(Count(1)),
           maxBatchHosts: Type.Optional(Count(1)),
+          maxQueuedBatchTasks: Type.Optional(Count(1)),
           maxWaitSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 3600 })),
           bodyLimitBytes: Type.Optional(Size),
         },
@@ -415,6 +419,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Serve
     perTargetHandshakes: l.perTargetHandshakes ?? DEFAULT_LIMITS.perTargetHandshakes,
     queueCapacity: l.queueCapacity ?? DEFAULT_LIMITS.queueCapacity,
     maxBatchHosts: l.maxBatchHosts ?? DEFAULT_LIMITS.maxBatchHosts,
+    maxQueuedBatchTasks: l.maxQueuedBatchTasks ?? DEFAULT_LIMITS.maxQueuedBatchTasks,
     maxWaitSeconds: l.maxWaitSeconds ?? DEFAULT_LIMITS.maxWaitSeconds,
     bodyLimitBytes: sizeAt(l.bodyLimitBytes, inFile('limits', 'bodyLimitBytes'), { min: KIB, max: GIB }) ?? DEFAULT_LIMITS.bodyLimitBytes,
   };

@@ -49,14 +49,16 @@ export class BatchService {
   readonly #tasks: TaskService;
   readonly #logger: Logger;
   readonly #maxHosts: number;
+  readonly #maxQueued: number;
   readonly #live = new Map<string, BatchState>();
 
-  constructor(deps: { store: TaskStore; scheduler: Scheduler; tasks: TaskService; logger: Logger; maxHosts: number }) {
+  constructor(deps: { store: TaskStore; scheduler: Scheduler; tasks: TaskService; logger: Logger; maxHosts: number; maxQueuedTasks: number }) {
     this.#store = deps.store;
     this.#scheduler = deps.scheduler;
     this.#tasks = deps.tasks;
     this.#logger = deps.logger;
     this.#maxHosts = deps.maxHosts;
+    this.#maxQueued = deps.maxQueuedTasks;
   }
 
   /** Accepts a batch: every task recorded (one transaction), then queued in the batch's flow. */
@@ -65,6 +67,11 @@ export class BatchService {
     const total = request.hosts.length;
     if (total === 0) throw new ServiceError('invalid', 'no hosts', { field: 'hosts' });
     if (total > this.#maxHosts) throw new ServiceError('invalid', `${total} hosts is more than the ${this.#maxHosts} a batch may have`, { field: 'hosts' });
+    // Batches queue beside the ad-hoc queue (which they must not crowd out), bounded too.
+    const queued = this.#scheduler.stats().flows.filter((f) => this.#live.has(f.flow)).reduce((n, f) => n + f.queued, 0);
+    if (queued + total > this.#maxQueued) {
+      throw new ServiceError('queue-full', `${queued} batch tasks are already waiting; ${total} more would pass the limit of ${this.#maxQueued}`, { retryAfterSeconds: 30 });
+    }
     const allowedErrors = errorBudget(request.maxErrors, total);
     const id = randomUUID();
     // An entry without user@ has the request's user, or none ('') to take the identity's.

@@ -60,6 +60,7 @@ export async function runTask(spec: TaskSpec, deps: TaskRunnerDeps, options: Run
           timeouts: spec.timeouts,
           maxOutputBytes: spec.maxOutputBytes,
           ...(spec.env ? { env: spec.env } : {}),
+          ...(spec.execId ? { execId: spec.execId } : {}),
           ...(spec.stdin != null ? { stdin: spec.stdin } : {}),
           ...(options.onOutput ? { onOutput: options.onOutput } : {}),
         },

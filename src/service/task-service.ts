@@ -8,13 +8,14 @@ import type { TaskReport } from '../lifecycle/task-report.ts';
 import type { LiveTask, TaskStageEvent, TaskTable } from '../lifecycle/task-table.ts';
 import type { KeepaliveOptions } from '../ssh/connect.ts';
 import type { HostKeyVerifier } from '../ssh/host-key-verifier.ts';
-import { EXEC_ID_VARIABLE, isEnvName } from '../ssh/remote-command.ts';
+import { EXEC_ID_VARIABLE, isEnvName, killSessionCommand } from '../ssh/remote-command.ts';
 import type { RemoteExec } from '../ssh/remote-exec.ts';
 import type { NewTask, StoredTask, TaskStore } from '../store/task-store.ts';
 import type { Identities } from './identities.ts';
 import type { Job, Scheduler, SubmitResult } from './scheduler.ts';
 import { ServiceError } from './service-error.ts';
 import { TaskEventLog } from './task-events.ts';
+import { fanOut } from './fan-out.ts';
 import { runTask } from './task-runner.ts';
 import type { TaskSpec, TaskTimeouts } from './task-spec.ts';
 
@@ -64,6 +65,9 @@ export interface PreparedTask {
   readonly spec: TaskSpec;
 }
 
+/** Deadlines for reaching a host to stop what a crashed process left running there. */
+const REAP_TIMEOUTS: TaskTimeouts = { connectMs: 5_000, handshakeMs: 10_000, authMs: 10_000, channelMs: 5_000, commandMs: 15_000, idleMs: 0 };
+
 /** The flow (fair-queueing class) of tasks submitted one by one. */
 export const AD_HOC_FLOW = 'ad-hoc';
 
@@ -95,6 +99,8 @@ export class TaskService {
   /** Event logs of recently finished tasks, oldest first (bounded). */
   readonly #finished = new Map<string, TaskEventLog>();
   #draining = false;
+  #reaping: Promise<void> = Promise.resolve();
+  readonly #reapAbort = new AbortController();
   readonly #onStage = (message: unknown): void => this.#stageChanged(message as TaskStageEvent);
 
   constructor(deps: TaskServiceDeps) {
@@ -133,11 +139,13 @@ export class TaskService {
     const timeouts: TaskTimeouts = { ...policy.timeouts, ...request.timeouts };
     const maxOutputBytes = request.maxOutputBytes ?? policy.maxOutputBytes;
     const target = { host: request.host, port: request.port, user };
+    const execId = randomUUID();
     const record: NewTask = {
       id: randomUUID(),
       target,
       command: request.command,
       identity: identityName,
+      execId,
       envNames: Object.keys(request.env),
       timeouts,
       maxOutputBytes,
@@ -148,6 +156,7 @@ export class TaskService {
     const spec: TaskSpec = {
       target,
       command: request.command,
+      execId,
       env: request.env,
       stdin: request.stdin,
       timeouts,
@@ -268,6 +277,8 @@ export class TaskService {
    */
   async drain(graceMs: number): Promise<void> {
     this.#draining = true;
+    this.#reapAbort.abort(cancelledError('queued', 'the service is shutting down'));
+    await this.#reaping;
     const queued = this.#deps.scheduler.drain();
     await this.finishUnstarted(
       queued.map((j) => j.id),
@@ -282,6 +293,49 @@ export class TaskService {
     timer?.release();
     for (const entry of this.#live.values()) entry.abort.abort(cancelledError(entry.live.stage, 'cancelled: the service is shutting down'));
     await Promise.all([...this.#live.values()].map((e) => e.done));
+  }
+
+  /**
+   * After a crash: for each interrupted task whose command had started, connects with its
+   * identity and kills every remote session marked with its exec id — without a pty, sshd
+   * leaves a command running when its client dies. Best effort, in the background, each
+   * outcome logged; {@link drain} stops it.
+   */
+  reapOrphans(interrupted: readonly StoredTask[]): void {
+    const { identities, logger, policy } = this.#deps;
+    const specs: TaskSpec[] = [];
+    const owners: StoredTask[] = [];
+    for (const task of interrupted) {
+      if (!task.execId || !task.stages.some((s) => stageIndex(s.stage) >= stageIndex('channel'))) continue;
+      const identity = task.identity === null ? undefined : identities.get(task.identity);
+      if (!identity) {
+        logger.warn({ taskId: task.id, identity: task.identity }, 'cannot stop the remote process of an interrupted task: its identity is not configured');
+        continue;
+      }
+      owners.push(task);
+      specs.push({
+        target: task.target,
+        command: killSessionCommand(task.execId),
+        timeouts: REAP_TIMEOUTS,
+        keepalive: policy.keepalive,
+        maxOutputBytes: 4096,
+        credentials: identity.credentials,
+        hostKeys: identity.hostKeys ?? this.#deps.hostKeys,
+      });
+    }
+    if (specs.length === 0) return;
+    const deps = { remote: this.#deps.remote, ledger: this.#deps.ledger, tasks: this.#deps.tasks };
+    this.#reaping = fanOut(specs, deps, {
+      concurrency: 8,
+      signal: this.#reapAbort.signal,
+      onReport: (report, i) => {
+        const task = owners[i]!;
+        const where = { taskId: task.id, host: task.target.host, port: task.target.port };
+        if (report.status !== 'ok') logger.warn({ ...where, code: report.error?.code, message: report.error?.message }, 'could not reach the host of an interrupted task to stop its remote process');
+        else if (report.stdout.includes('killed sessions')) logger.warn(where, 'stopped the remote process an interrupted task left running');
+        else logger.info(where, 'no remote process of the interrupted task was left running');
+      },
+    });
   }
 
   /** Stops listening for stage events. Call after {@link drain}. */

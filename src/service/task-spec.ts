@@ -32,6 +32,8 @@ export interface TaskSpec {
   readonly command: string;
   readonly env?: Readonly<Record<string, string>>;
   readonly stdin?: string | Buffer | null;
+  /** The LEASH_EXEC_ID marking the remote processes; stored by the service to find orphans. */
+  readonly execId?: string;
   readonly timeouts: TaskTimeouts;
   readonly keepalive: KeepaliveOptions;
   readonly maxOutputBytes: number;

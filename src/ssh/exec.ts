@@ -27,6 +27,8 @@ export interface ExecRequest {
   readonly command: string;
   /** Exported to the command through the remote shell (names must be shell identifiers). */
   readonly env?: Readonly<Record<string, string>>;
+  /** The LEASH_EXEC_ID marking the command's processes; a fresh one by default. */
+  readonly execId?: string;
   /** Written to the command's stdin, which is then closed. Without it stdin is closed at once. */
   readonly stdin?: string | Buffer | null;
   readonly timeouts: ExecTimeouts;
@@ -79,7 +81,7 @@ export async function execCommand(connection: SshConnection, request: ExecReques
   const stdout = new OutputCapture(request.maxOutputBytes);
   const stderr = new OutputCapture(request.maxOutputBytes);
   const empty = { exitCode: null, signal: null, exitStatusMissing: false, stdout, stderr, killConfirmed: null };
-  const commandLine = remoteCommandLine(request.command, request.env);
+  const commandLine = remoteCommandLine(request.command, request.env, request.execId);
   const exit = new ExitWatch();
   let channel: ClientChannel;
   try {

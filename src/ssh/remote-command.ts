@@ -51,7 +51,7 @@ export function remoteCommandLine(command: string, env: Readonly<Record<string, 
  * A command that SIGKILLs every session holding a process marked with `execId`: one grep
  * over every /proc/PID/environ and cmdline finds the marked processes (Linux; GNU grep for
  * -z), ps gives their session ids, pkill kills each session whole. A handful of processes
- * in all, so it stays fast on a busy host. The kill command's own processes match too (the
+ * in all, so it stays fast on a busy host. Prints `killed sessions S1,S2` when it killed any. The kill command's own processes match too (the
  * id is in their command lines); they share its session, which is always left out.
  */
 export function killSessionCommand(execId: string): string {
@@ -61,6 +61,6 @@ export function killSessionCommand(execId: string): string {
     `p=$(grep -lzF "$m" /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 | sort -u | paste -sd, -); ` +
     `me=$(ps -o sid= -p $$ | tr -d ' '); ` +
     `[ -n "$p" ] && [ -n "$me" ] && s=$(ps -o sid= -p "$p" | tr -d ' ' | sort -u | grep -vx -e 0 -e 1 -e "$me" | paste -sd, -) && ` +
-    `[ -n "$s" ] && pkill -KILL -s "$s"; true`
+    `[ -n "$s" ] && pkill -KILL -s "$s" && echo "killed sessions $s"; true`
   );
 }

@@ -71,6 +71,11 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX tasks_finished ON tasks (finished_at, id);
     `,
   },
+  {
+    version: 2,
+    name: 'exec ids, to find the remote processes of a task after a crash',
+    sql: `ALTER TABLE tasks ADD COLUMN exec_id TEXT;`,
+  },
 ];
 
 /** The schema version this code knows: the last step of {@link MIGRATIONS}. */

@@ -38,6 +38,7 @@ interface TaskRow {
   port: number;
   user: string;
   identity: string | null;
+  exec_id: string | null;
   command: string;
   env_names: string;
   timeouts: string;
@@ -90,6 +91,7 @@ interface TaskInsert {
   port: number;
   user: string;
   identity: string | null;
+  exec_id: string | null;
   command: string;
   env_names: string;
   timeouts: string;
@@ -119,9 +121,9 @@ function prepareStatements(db: Database.Database) {
   return {
     ping: db.prepare<[], { one: number }>('SELECT 1 AS one'),
     insertTask: db.prepare<TaskInsert>(
-      `INSERT INTO tasks (id, host, port, user, identity, command, env_names, timeouts, max_output_bytes, batch_id,
+      `INSERT INTO tasks (id, host, port, user, identity, exec_id, command, env_names, timeouts, max_output_bytes, batch_id,
                           submitted_by, status, stage, stage_at, stages, created_at, updated_at)
-       VALUES (@id, @host, @port, @user, @identity, @command, @env_names, @timeouts, @max_output_bytes, @batch_id,
+       VALUES (@id, @host, @port, @user, @identity, @exec_id, @command, @env_names, @timeouts, @max_output_bytes, @batch_id,
                @submitted_by, 'queued', 'queued', @created_at, @stages, @created_at, @created_at)`,
     ),
     insertBatch: db.prepare<BatchRow>(
@@ -152,6 +154,7 @@ function prepareStatements(db: Database.Database) {
            stage = NULL, stage_at = NULL
        WHERE status IN ${LIVE_SQL}`,
     ),
+    liveIds: db.prepare<[], { id: string }>(`SELECT id FROM tasks WHERE status IN ${LIVE_SQL}`),
     cancelBatches: db.prepare<[number]>(`UPDATE batches SET status = 'cancelled', finished_at = ? WHERE status = 'running'`),
     countByStatus: db.prepare<[string], { status: string; n: number }>('SELECT status, COUNT(*) AS n FROM tasks WHERE batch_id = ? GROUP BY status'),
     countByCode: db.prepare<[string], { code: string; n: number }>(
@@ -412,13 +415,14 @@ export class SqliteTaskStore implements TaskStore {
     );
   }
 
-  interruptUnfinished(reason: string, at: number): Promise<number> {
+  interruptUnfinished(reason: string, at: number): Promise<StoredTask[]> {
     return this.#run('interruptUnfinished', (s, db) =>
       db
         .transaction(() => {
-          const tasks = s.interruptTasks.run({ reason, at }).changes;
+          const ids = s.liveIds.all().map((r) => r.id);
+          s.interruptTasks.run({ reason, at });
           s.cancelBatches.run(at);
-          return tasks;
+          return ids.map((id) => this.#readTask(s, id));
         })
         .immediate(),
     );
@@ -497,6 +501,7 @@ function taskInsert(task: NewTask): TaskInsert {
     port: task.target.port,
     user: task.target.user,
     identity: task.identity,
+    exec_id: task.execId,
     command: task.command,
     env_names: JSON.stringify(task.envNames.map(String)),
     timeouts: JSON.stringify(timeouts(task.timeouts)),
@@ -559,6 +564,7 @@ function taskFromRow(row: TaskRow): StoredTask {
     target: { host: row.host, port: row.port, user: row.user },
     command: row.command,
     identity: row.identity,
+    execId: row.exec_id,
     envNames: JSON.parse(row.env_names) as string[],
     timeouts: JSON.parse(row.timeouts) as StoredTimeouts,
     maxOutputBytes: row.max_output_bytes,

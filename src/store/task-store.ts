@@ -26,6 +26,11 @@ export interface NewTask {
   readonly target: TaskTarget;
   readonly command: string;
   readonly identity: string | null;
+  /**
+   * The LEASH_EXEC_ID that marks the command's remote processes (src/ssh/remote-command.ts),
+   * so that a restarted service can find and stop what a crashed one left running.
+   */
+  readonly execId: string | null;
   readonly envNames: readonly string[];
   readonly timeouts: StoredTimeouts;
   readonly maxOutputBytes: number;
@@ -150,9 +155,9 @@ export interface TaskStore {
   /**
    * At start-up: every task a previous process left `queued` or `running` becomes
    * `interrupted` with `reason` (never a phantom `running`), and every `running` batch
-   * `cancelled`. Returns how many tasks.
+   * `cancelled`. Returns those tasks, as stored afterwards.
    */
-  interruptUnfinished(reason: string, at: number): Promise<number>;
+  interruptUnfinished(reason: string, at: number): Promise<StoredTask[]>;
   /** Removes old terminal tasks per `policy`; returns how many. */
   pruneHistory(policy: RetentionPolicy, now: number): Promise<number>;
   /** Resolves when the store answers (for /readyz); rejects otherwise. */
