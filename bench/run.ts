@@ -7,13 +7,31 @@
 //    leash/ssh2 uses), sequential and 32 at a time, contenders alternating per repetition.
 // 2. Memory per stuck connection: N tasks in flight against a server that never speaks,
 //    measured once all are in stage `handshake`, then all cancelled; the ledger must be empty.
+// 3. API overhead (issue 3): the same task through `POST /v1/tasks` with `wait` of a
+//    `leash serve` in this process vs the core called directly, sequential and 16 clients vs
+//    fanOut concurrency 16, alternating; the service adds at most 10% (target).
 //
 // Full run → bench/RESULTS.md; --quick → bench/out/RESULTS-quick.md (gitignored).
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import type { TestService } from '../test/support/service.ts';
 import { collector } from '../test/support/gc.ts';
 import { startSshd, type Sshd } from '../test/support/sshd.ts';
 import {
+  API_WAIT_S,
+  benchLimits,
+  LOOP_RESOLUTION_MS,
+  coreContender,
+  serviceContender,
+  settledLedgerCount,
+  startBenchService,
+  type ApiContender,
+  type ApiRepResult,
+  type ServiceLimits,
+} from './lib/api.ts';
+import {
+  assertLedgerEmpty,
   leashContender,
   measureRep,
   sshArgv,
@@ -42,6 +60,15 @@ interface Config {
   readonly stuckWarmup: number;
   /** The whole run must end by then; a last-resort watchdog exits 1 (exit hooks kill our children). */
   readonly deadlineMs: number;
+  /** Part 3, API overhead: its own sizes, repetitions and budgets. */
+  readonly api: {
+    readonly seqTasks: number;
+    readonly concTasks: number;
+    readonly concurrency: number;
+    readonly reps: number;
+    readonly minReps: number;
+    readonly budgetS: { readonly sequential: number; readonly concurrent: number };
+  };
 }
 
 const FULL: Config = {
@@ -55,6 +82,8 @@ const FULL: Config = {
   stuck: 2000,
   stuckWarmup: 200,
   deadlineMs: 15 * 60_000,
+  // An even number of repetitions, so each contender goes first equally often.
+  api: { seqTasks: 50, concTasks: 96, concurrency: 16, reps: 6, minReps: 5, budgetS: { sequential: 150, concurrent: 120 } },
 };
 // --quick must end within 2 minutes on a 2-core machine: with others' tests on the same
 // cores a scenario may stop at 3 repetitions, and the output says so.
@@ -69,10 +98,12 @@ const QUICK: Config = {
   stuck: 500,
   stuckWarmup: 100,
   deadlineMs: 3 * 60_000,
+  api: { seqTasks: 8, concTasks: 32, concurrency: 16, reps: 4, minReps: 3, budgetS: { sequential: 14, concurrent: 14 } },
 };
 const WARMUP_SEQ = 5;
 const FRESH_THROUGHPUT_TARGET = 3; // issue 5: ≥ 3× OpenSSH per-task
 const STUCK_TARGET_KIB = 16; // issue 5: ≤ 16 KiB RSS per stuck connection
+const API_OVERHEAD_TARGET = 0.1; // issue 3: the service adds at most 10%
 
 function parseArgs(argv: readonly string[]): Config {
   let quick = false;
@@ -231,6 +262,195 @@ function stuckTables(r: StuckResult): { during: Table; after: Table } {
 }
 
 // ---------------------------------------------------------------------------------------
+// Part 3: API overhead.
+
+type ApiName = ApiContender['name'];
+
+interface ApiScenario {
+  readonly title: string;
+  readonly key: 'sequential' | 'concurrent';
+  readonly tasks: number;
+  reps: number;
+  cut: string | null;
+  /** Index i of both lists is repetition i: the pairs ran back to back. */
+  readonly results: Map<ApiName, ApiRepResult[]>;
+}
+
+interface ApiMeasured {
+  readonly scenarios: ApiScenario[];
+  readonly limits: ServiceLimits;
+  readonly idleLedger: number;
+}
+
+interface ApiSummary extends Summary {
+  /** Median over repetitions of each repetition's median (latency − the task's own stage sum). */
+  readonly outsideMs: number;
+  readonly stageSumMs: number;
+  readonly loopMean: number;
+  readonly loopP99: number;
+}
+
+function stageSum(stages: ApiRepResult['stages'][number]): number {
+  return stages.reduce((a, st) => a + st.durationMs, 0);
+}
+
+function apiSummary(reps: readonly ApiRepResult[]): ApiSummary {
+  return {
+    ...summarize(reps),
+    outsideMs: median(reps.map((r) => median(r.latencies.map((ms, i) => ms - stageSum(r.stages[i] ?? []))))),
+    stageSumMs: median(reps.map((r) => median(r.stages.map(stageSum)))),
+    loopMean: median(reps.map((r) => r.loopDelay.mean)),
+    loopP99: median(reps.map((r) => r.loopDelay.p99)),
+  };
+}
+
+/** Per repetition (the two contenders back to back): f(service, core); median and range. */
+function paired(s: ApiScenario, f: (service: ApiRepResult, core: ApiRepResult) => number): { median: number; min: number; max: number } {
+  const core = s.results.get('core') ?? [];
+  const service = s.results.get('service') ?? [];
+  const values = service.slice(0, core.length).map((r, i) => f(r, core[i]!));
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
+}
+
+/** Time per task through the service over the core's, per repetition: wall(service) ÷ wall(core). */
+const wallRatio = (s: ApiScenario): ReturnType<typeof paired> => paired(s, (svc, core) => svc.wallMs / svc.latencies.length / (core.wallMs / core.latencies.length));
+const p50Diff = (s: ApiScenario): ReturnType<typeof paired> => paired(s, (svc, core) => percentile(svc.latencies, 50) - percentile(core.latencies, 50));
+
+function apiTable(scenarios: readonly ApiScenario[]): Table {
+  const rows: string[][] = [];
+  for (const s of scenarios) {
+    const core = apiSummary(s.results.get('core') ?? []);
+    const service = apiSummary(s.results.get('service') ?? []);
+    const row = (name: string, x: ApiSummary): string[] => [
+      s.title,
+      name,
+      `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`,
+      fmt(x.p99),
+      fmt(x.wallMs / 1000, 2),
+      fmt(x.tps),
+      fmt(x.clientCpu),
+      fmt(x.serverCpu),
+      fmt(x.outsideMs),
+      `${fmt(x.loopMean)} / ${fmt(x.loopP99)}`,
+      `${fmt(x.peakRssKiB / KiB)} (+${fmt((x.rssGrowthKiB ?? 0) / KiB)})`,
+    ];
+    rows.push(row('core', core), row('service', service));
+    rows.push([
+      s.title,
+      'service/core',
+      fmt(service.p50 / core.p50, 2),
+      fmt(service.p99 / core.p99, 2),
+      fmt(service.wallMs / core.wallMs, 2),
+      `${fmt(service.tps / core.tps, 2)}×`,
+      fmt(service.clientCpu / core.clientCpu, 2),
+      fmt(service.serverCpu / core.serverCpu, 2),
+      '',
+      '',
+      fmt(service.peakRssKiB / core.peakRssKiB, 2),
+    ]);
+  }
+  return {
+    headers: ['scenario', 'contender', 'p50 ms [rep range]', 'p99 ms', 'wall s', 'tasks/s', 'leash process CPU ms/task', 'sshd CPU ms/task', 'outside the task ms', 'event-loop delay mean / p99 ms', 'peak RSS MiB'],
+    rows,
+    leftColumns: [0, 1],
+  };
+}
+
+function apiOverheadTable(scenarios: readonly ApiScenario[]): Table {
+  return {
+    headers: ['scenario', 'time per task service÷core, paired [rep range]', 'overhead', 'service extra p50 ms, paired [rep range]', 'extra leash CPU ms/task', `target ≤ ${fmt(API_OVERHEAD_TARGET * 100, 0)}%`],
+    rows: scenarios.map((s) => {
+      const ratio = wallRatio(s);
+      const diff = p50Diff(s);
+      const core = apiSummary(s.results.get('core') ?? []);
+      const service = apiSummary(s.results.get('service') ?? []);
+      const over = ratio.median - 1;
+      return [
+        s.title,
+        `${fmt(ratio.median, 3)} [${fmt(ratio.min, 3)}–${fmt(ratio.max, 3)}]`,
+        `${over >= 0 ? '+' : ''}${fmt(over * 100)}%`,
+        `${fmt(diff.median)} [${fmt(diff.min)}–${fmt(diff.max)}]`,
+        fmt(service.clientCpu - core.clientCpu),
+        over <= API_OVERHEAD_TARGET ? 'met' : 'missed',
+      ];
+    }),
+    leftColumns: [0, 5],
+  };
+}
+
+function apiStageTable(scenarios: readonly ApiScenario[]): Table {
+  const rows: string[][] = [];
+  for (const s of scenarios) {
+    for (const name of ['core', 'service'] as const) {
+      const all = (s.results.get(name) ?? []).flatMap((r) => r.stages.map((stages, i) => ({ stages, latency: r.latencies[i]! })));
+      const stage = (st: string): number => median(all.map((t) => t.stages.filter((x) => x.stage === st).reduce((a, x) => a + x.durationMs, 0)));
+      rows.push([
+        s.title,
+        name,
+        ...STAGES.map((st) => fmt(stage(st))),
+        fmt(median(all.map((t) => stageSum(t.stages)))),
+        fmt(median(all.map((t) => t.latency))),
+      ]);
+    }
+  }
+  return { headers: ['scenario', 'contender', ...STAGES.map((s) => `${s} ms`), 'stage sum ms', 'latency ms'], rows, leftColumns: [0, 1] };
+}
+
+async function measureApi(config: Config, target: Sshd, gc: () => void): Promise<ApiMeasured> {
+  const a = config.api;
+  const limits = benchLimits(a.concurrency);
+  const scenarios: ApiScenario[] = [
+    { title: `sequential, ${a.seqTasks} tasks`, key: 'sequential', tasks: a.seqTasks, results: new Map(), reps: 0, cut: null },
+    { title: `${a.concurrency} concurrent, ${a.concTasks} tasks`, key: 'concurrent', tasks: a.concTasks, results: new Map(), reps: 0, cut: null },
+  ];
+  const rep = async (run: () => Promise<ApiRepResult>): Promise<ApiRepResult> => {
+    let result: ApiRepResult | undefined;
+    await measureRep(target, async () => (result = await run()));
+    return result!;
+  };
+  let service: TestService | undefined;
+  try {
+    service = await startBenchService(target, limits);
+    let idleLedger = await settledLedgerCount();
+    const contenders: ApiContender[] = [await coreContender(target, () => idleLedger), serviceContender(target, service, () => idleLedger)];
+    progress(`API overhead: leash serve at ${service.url} (limits ${JSON.stringify(limits)}; ${idleLedger} ledger entries at rest); warm-up`);
+    for (const c of contenders) {
+      await rep(() => c.sequential(WARMUP_SEQ));
+      await rep(() => c.concurrent(a.concurrency, a.concurrency));
+    }
+    idleLedger = await settledLedgerCount();
+
+    for (const s of scenarios) {
+      const scenarioStart = performance.now();
+      const budgetMs = a.budgetS[s.key] * 1000;
+      for (let i = 0; i < a.reps; i++) {
+        const spent = performance.now() - scenarioStart;
+        if (i >= a.minReps && spent + spent / i > budgetMs) {
+          s.cut = `stopped after ${i} of ${a.reps} repetitions to stay within its ${a.budgetS[s.key]} s budget`;
+          progress(`API ${s.title}: ${s.cut}`);
+          break;
+        }
+        const order = i % 2 === 0 ? contenders : [...contenders].reverse();
+        const line: string[] = [];
+        for (const c of order) {
+          gc();
+          const result = await rep(() => (s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, a.concurrency)));
+          const list = s.results.get(c.name) ?? [];
+          list.push(result);
+          s.results.set(c.name, list);
+          line.push(`${c.name} p50 ${fmt(percentile(result.latencies, 50))} ms, ${fmt(result.latencies.length / (result.wallMs / 1000))}/s`);
+        }
+        s.reps = i + 1;
+        progress(`API ${s.title} rep ${i + 1}/${a.reps}: ${line.join('; ')}`);
+      }
+    }
+    return { scenarios, limits, idleLedger };
+  } finally {
+    await service?.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // The run.
 
 interface Measured {
@@ -241,6 +461,7 @@ interface Measured {
   readonly stuck: StuckResult;
   readonly maxRssBefore: number;
   readonly sshCmd: string;
+  readonly api: ApiMeasured;
 }
 
 async function measureAll(config: Config, gc: () => void): Promise<Measured> {
@@ -292,13 +513,16 @@ async function measureAll(config: Config, gc: () => void): Promise<Measured> {
         progress(`${s.title} rep ${rep + 1}/${config.reps}: ${line.join('; ')}`);
       }
     }
+
+    const api = await measureApi(config, target, gc);
+    await assertLedgerEmpty('after the service stopped');
     await sshd.stop();
 
     const maxRssBefore = process.resourceUsage().maxRSS;
     progress(`stuck connections: ${config.stuck} tasks against a never-speaking server (warm-up ${config.stuckWarmup})`);
     silent = await startSilentServer();
     const stuck = await stuckConnections(silent, config.stuck, config.stuckWarmup);
-    return { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd };
+    return { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api };
   } finally {
     await Promise.allSettled([sshd?.stop(), silent?.stop()]);
   }
@@ -321,7 +545,7 @@ async function main(): Promise<void> {
   const gc = collector();
   progress(`${config.quick ? 'quick' : 'full'} run: ${config.reps} repetitions (at least ${config.minReps}); ${machine.cores} cores, load ${machine.loadAtStart}`);
 
-  const { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd } = await measureAll(config, gc);
+  const { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api } = await measureAll(config, gc);
   clearTimeout(watchdog);
 
   // ---- Report.
@@ -364,21 +588,41 @@ async function main(): Promise<void> {
     `In the concurrent run a leash task spends a median ${fmt(concStage('connecting'))} ms in \`connecting\` (sshd's single listener accepting and forking under load), ${fmt(concStage('handshake') + concStage('auth'))} ms in handshake and auth, and ${fmt(concStage('closing'))} ms in \`closing\` (sending the SSH disconnect and FIN; leash does not wait for sshd's teardown), all of it holding one of the ${config.concurrency} slots. ` +
     `leash's command line is \`export LEASH_EXEC_ID=<uuid>; true\` (src/ssh/remote-command.ts: the id lets a timeout kill the whole remote session), one shell start like ssh's.`;
 
+  const apiT = apiTable(api.scenarios);
+  const apiOver = apiOverheadTable(api.scenarios);
+  const apiStages = apiStageTable(api.scenarios);
+  const [apiSeq, apiConc] = api.scenarios as [ApiScenario, ApiScenario];
+  const overhead = (sc: ApiScenario): string => {
+    const r = wallRatio(sc).median - 1;
+    return `${r >= 0 ? '+' : ''}${fmt(r * 100)}%`;
+  };
+  const apiWorst = Math.max(wallRatio(apiSeq).median, wallRatio(apiConc).median) - 1;
+  const apiLine =
+    `API overhead, time per task through POST /v1/tasks (wait) over the core's (median of per-repetition pairs): ` +
+    `sequential ${overhead(apiSeq)} (${fmt(apiSummary(apiSeq.results.get('service')!).tps)} vs ${fmt(apiSummary(apiSeq.results.get('core')!).tps)} tasks/s; service extra p50 ${fmt(p50Diff(apiSeq).median)} ms), ` +
+    `${config.api.concurrency} concurrent ${overhead(apiConc)} (${fmt(apiSummary(apiConc.results.get('service')!).tps)} vs ${fmt(apiSummary(apiConc.results.get('core')!).tps)} tasks/s; extra p50 ${fmt(p50Diff(apiConc).median)} ms) ` +
+    `(issue 3 target ≤ ${fmt(API_OVERHEAD_TARGET * 100, 0)}%: ${apiWorst <= API_OVERHEAD_TARGET ? 'met' : 'missed'}).`;
+  const apiRepsNote =
+    api.scenarios.map((sc) => `${sc.title}: ${sc.reps} repetitions${sc.cut ? ` (${sc.cut})` : ''}`).join('; ') + ' per contender; medians across repetitions';
+  const lim = api.limits;
+  const loadAtEnd = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+
   const out: string[] = [];
   out.push('', `leash benchmarks (${config.quick ? 'quick' : 'full'}) — ${startedAt.toISOString()}`, `command: ${command}`, '');
   out.push(`1. Fresh connection per task, remote command \`true\` (${repsNote}; warm-up first)`, '', textTable(fresh), '');
   out.push('leash stage medians (all measured tasks):', '', textTable(stages), '');
   out.push(`2. Memory per stuck connection (${stuck.count} tasks against a server that never speaks)`, '', textTable(stuckT.during), '', 'after cancelling all:', '', textTable(stuckT.after), '');
-  out.push(targetLine, stuckLine, versions.go, '');
+  out.push(`3. API overhead, remote command \`true\` (${apiRepsNote})`, '', textTable(apiT), '', textTable(apiOver), '', 'stage medians (all measured tasks):', '', textTable(apiStages), '');
+  out.push(targetLine, stuckLine, apiLine, `load average at start ${machine.loadAtStart}, at end ${loadAtEnd}`, versions.go, '');
   process.stdout.write(`${out.join('\n')}\n`);
 
   const md = [
     `# leash benchmarks${config.quick ? ' (quick run)' : ''}`,
     '',
-    `First version of issue 5's benchmarks: what exists today (fresh connection per task; memory per stuck connection). The connection pool, ControlMaster, pssh/clush fan-out and Go peers come with the pool.`,
+    `First version of issue 5's benchmarks: what exists today (fresh connection per task; memory per stuck connection), and issue 3's API overhead (part 3). The connection pool, ControlMaster, pssh/clush fan-out and Go peers come with the pool.`,
     '',
     `- Date: ${startedAt.toISOString()} (run took ${fmt((performance.now() - T0) / 1000, 0)} s)`,
-    `- Machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.ramGiB)} GiB RAM, ${machine.kernel}; load average at start ${machine.loadAtStart}`,
+    `- Machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.ramGiB)} GiB RAM, ${machine.kernel}; load average at start ${machine.loadAtStart}, at end ${loadAtEnd}`,
     `- Versions: node ${versions.node}, ssh2 ${versions.ssh2}, ${versions.openssh}, leash ${versions.leash}`,
     `- ${versions.go}`,
     `- Command: \`${command}\` (from the repository root; runs \`node --import tsx bench/run.ts${args ? ` ${args}` : ''}\`)`,
@@ -418,14 +662,40 @@ async function main(): Promise<void> {
     '',
     `The silent server's own RSS with all connections open: ${stuck.silentServerRssKiB === null ? 'n/a' : `${fmt(stuck.silentServerRssKiB / KiB)} MiB`} (not counted). Process maxRSS before this part: ${fmt(maxRssBefore / KiB)} MiB.`,
     '',
+    `## 3. API overhead: \`POST /v1/tasks\` with \`wait\` vs the core`,
+    '',
+    `The same task — a fresh connection to the sshd of part 1, remote command \`true\` — run by the core called directly and through the HTTP API of a \`leash serve\` started in this process (test/support/service.ts \`startTestService\`: the real \`startService\`, SQLite store in a temporary data directory, identity from the sshd's client key, host key from its known_hosts, strict policy), so both share the machine, the process and the sshd equally. ${apiRepsNote}; the two alternate who goes first each repetition (index i of one pairs with index i of the other); a GC before each repetition; both warmed up (${WARMUP_SEQ} sequential + ${config.api.concurrency} concurrent tasks) before measuring. After every repetition the bench fails unless the task table is empty and the ledger is back to the service's ${api.idleLedger} entries at rest; after the service stopped (in \`finally\`), unless the ledger is empty.`,
+    '',
+    `- **core**: \`runOne\` (test/support/run-task.ts) one after another, and \`fanOut\` with concurrency ${config.api.concurrency} — exactly part 1's leash contender. Latency from \`runTask\` to its report.`,
+    `- **service**: \`POST /v1/tasks\` \`{host: "127.0.0.1", port, command: "true", wait: ${API_WAIT_S}}\` with a bearer token, by \`fetch\` (Node's undici, HTTP/1.1 keep-alive) from this process, one request after another, and ${config.api.concurrency} clients each posting their next task as soon as their previous one is answered. Every answer must be 200 with \`status: ok\` and exit code 0. Latency from the request to the parsed answer. What the service does beyond the core per task: validate the body (schema), authenticate and authorize the token, resolve identity and host keys, write the task before it runs, persist each stage change, persist the result and read it back, log the audit line, keep the event log for SSE, update metrics, serialize the answer.`,
+    `- **Service settings** (none may throttle the comparison; the core's fanOut has no limits besides its concurrency): limits.globalConcurrency ${lim.globalConcurrency}, limits.perHost ${lim.perHost} (the default of 4 would hold ${config.api.concurrency} clients to 4 tasks at once), limits.perTargetHandshakes ${lim.perTargetHandshakes} (default 8), limits.queueCapacity ${lim.queueCapacity}, limits.maxWaitSeconds ${lim.maxWaitSeconds}; all at least twice the ${config.api.concurrency} clients, so a slot freed a moment after its answer never makes the next task queue — the \`queued\` column of the stage table shows they did not. logLevel \`info\` (the production default: one audit line per task; the test helper's default \`debug\` would add a line per stage), captured in memory rather than written to a terminal or file. SQLite in WAL mode with synchronous=NORMAL, on the temporary directory's file system (${os.tmpdir()}).`,
+    '',
+    markdownTable(apiT),
+    '',
+    markdownTable(apiOver),
+    '',
+    'Stage medians over all measured tasks (ms); for the service, the stages are the ones its answer reports:',
+    '',
+    markdownTable(apiStages),
+    '',
+    'Columns:',
+    '',
+    `- p50/p99 and tasks/s as in part 1 (with ${config.api.seqTasks} and ${config.api.concTasks} tasks per repetition, p99 is the slowest task of the repetition). Ratio row: service ÷ core of the medians; below 1 is better for the service in every column except tasks/s.`,
+    `- Time per task service÷core, paired: for each repetition, the service's wall time per task over the core's in the same repetition (they ran back to back), then the median and range over repetitions; it cancels drift between repetitions better than the ratio of medians above. Overhead = that median − 1: the share the service adds, the figure the ≤ ${fmt(API_OVERHEAD_TARGET * 100, 0)}% target is about. Service extra p50: the service's p50 minus the core's, per repetition, median [range] — the service's extra cost per task in ms.`,
+    `- leash process CPU: process.cpuUsage() of this process per task. For the service it includes the HTTP client (fetch) as well as the server, since both live here; the extra leash CPU column is service minus core. sshd CPU: as in part 1; it should match between the two (same connection, same command), showing both did the same SSH work.`,
+    `- Outside the task: per task, the latency minus the sum of the task's own stage durations (median per repetition, then across repetitions). For the core that is the time between \`runTask\` and its first stage plus the stages' rounding; for the service it is the HTTP round trip, validation, the store writes and reads around the run, and the answer, each step also waiting its turn on the event loop under concurrency (next column). Concurrent service tasks can spend less time inside their stages than the core's (likely because HTTP clients start their tasks less bunched than fanOut does, so fewer handshakes overlap; not measured here), which is why this column can exceed the p50 difference. Stage durations are whole milliseconds, so this column is ±1 ms.`,
+    `- Event-loop delay: how late this process's event loop ran a ${LOOP_RESOLUTION_MS} ms timer during the repetition (perf_hooks.monitorEventLoopDelay, the timer period subtracted), mean / p99, median over repetitions. Everything in this process — SSH crypto, the HTTP server and client, SQLite (synchronous, better-sqlite3) — takes turns on that one thread; under concurrency a task's next step waits about this long each time it needs the thread.`,
+    `- Peak RSS: of this whole process (service, HTTP client and bench), as for leash in part 1; growth over the start of the repetition in brackets.`,
+    '',
     '## Summary',
     '',
     `- ${targetLine}`,
     `- ${stuckLine}`,
+    `- ${apiLine}`,
     '',
     '## How to read this',
     '',
-    `This is a ${machine.cores}-core virtual machine shared with other work: single runs swing by tens of percent, so every figure is a median over repetitions and the bracket shows the spread of p50 across repetitions. Trust ratios from the same run more than absolute milliseconds, and compare runs only on the same machine. Client and server share the same ${machine.cores} cores: in the concurrent scenario sshd's per-connection work (fork, re-exec, key exchange, privilege separation, session and shell) competes with the client for CPU, so the tasks/s there is bounded by the server as much as by the client — see the sshd CPU column. leash's peak RSS is the kernel's exact high-water mark, while the ssh processes' RSS is sampled every 10 ms, so their short spikes between samples are missed; the memory freed after the cancel is returned to the allocator, which need not give it back to the kernel, so "RSS vs baseline" after the cancel can stay above zero while the heap and the ledger are back.`,
+    `This is a ${machine.cores}-core virtual machine shared with other work: single runs swing by tens of percent, so every figure is a median over repetitions and the bracket shows the spread of p50 across repetitions. Trust ratios from the same run more than absolute milliseconds, and compare runs only on the same machine. Client and server share the same ${machine.cores} cores: in the concurrent scenario sshd's per-connection work (fork, re-exec, key exchange, privilege separation, session and shell) competes with the client for CPU, so the tasks/s there is bounded by the server as much as by the client — see the sshd CPU column. leash's peak RSS is the kernel's exact high-water mark, while the ssh processes' RSS is sampled every 10 ms, so their short spikes between samples are missed; the memory freed after the cancel is returned to the allocator, which need not give it back to the kernel, so "RSS vs baseline" after the cancel can stay above zero while the heap and the ledger are back. For the API overhead, the paired ratio (each repetition's service against the core run right before or after it) is the figure to trust; the load average at start and end of the run is in the header, and a load above the ${machine.cores} cores means other work took CPU from both contenders during the run.`,
     '',
   ].join('\n');
   const file = config.quick ? path.join(REPO, 'bench/out/RESULTS-quick.md') : path.join(REPO, 'bench/RESULTS.md');
