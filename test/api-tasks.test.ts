@@ -204,7 +204,17 @@ describe('auth', () => {
   test('probes and the API docs need no token; metrics do', async () => {
     assert.equal((await service.request('GET', '/healthz', undefined, { token: null })).status, 200);
     assert.equal((await service.request('GET', '/readyz', undefined, { token: null })).status, 200);
-    assert.equal((await service.request('GET', '/openapi.json', undefined, { token: null })).status, 200);
+    const openapi = await service.request('GET', '/openapi.json', undefined, { token: null });
+    assert.equal(openapi.status, 200);
+    // Generated from the schemas that validate requests: the same fields, the same rules.
+    const body = openapi.body.paths['/v1/tasks'].post.requestBody.content['application/json'].schema;
+    assert.equal(body.additionalProperties, false);
+    assert.deepEqual(body.required, ['host', 'command']);
+    assert.equal(body.properties.port.maximum, 65535);
+    for (const route of ['/v1/tasks/{id}', '/v1/tasks/{id}/events', '/v1/tasks/{id}/cancel', '/v1/batches', '/v1/batches/{id}', '/v1/batches/{id}/cancel']) {
+      assert.ok(openapi.body.paths[route], route);
+    }
+    assert.equal((await service.request('GET', '/docs/', undefined, { token: null })).status, 200);
     assert.equal((await service.request('GET', '/metrics', undefined, { token: null })).status, 401);
     const metrics = await service.request('GET', '/metrics', undefined, { token: READ_TOKEN });
     assert.equal(metrics.status, 200);
