@@ -3,18 +3,8 @@ import { describe, test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { OutputCapture } from '../src/ssh/output-capture.ts';
+import { prng } from './support/prng.ts';
 
-/** mulberry32: a tiny seeded PRNG, so that a failing case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** `n` bytes whose values follow their position, so any misplaced byte shows. */
 function bytes(n: number, offset = 0): Buffer {

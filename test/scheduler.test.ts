@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Scheduler, type Job, type SchedulerLimits, type SubmitResult } from '../src/service/scheduler.ts';
+import { prng } from './support/prng.ts';
 
 /** Lets settled job promises reach the scheduler. */
 function flush(): Promise<void> {
@@ -469,17 +470,6 @@ void describe('Scheduler: contract details', () => {
   });
 });
 
-/** mulberry32: a small seeded PRNG, so a failure replays. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 void describe('Scheduler: invariants', () => {
   void test('2,000 random operations against a model: no job runs twice, none is lost, no limit is exceeded', async () => {
