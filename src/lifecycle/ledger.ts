@@ -73,6 +73,14 @@ export class ResourceHandle {
     return true;
   }
 
+  /**
+   * Links the object this entry stands for (a socket, say) so that {@link ResourceLedger.owns}
+   * recognises it: the leak watchdog looks up sockets Node reports by the object itself.
+   */
+  attach(object: object): void {
+    this.#ledger._attach(object, this.#entry);
+  }
+
   /** Hands the resource to another owner (e.g. a task gives its connection to the pool). */
   transfer(owner: string): void {
     if (this.#released) throw new Error(`ledger: cannot transfer released ${this.#entry.kind} #${this.#entry.id}`);
@@ -93,6 +101,8 @@ interface MutableEntry extends ResourceEntry {
 export class ResourceLedger {
   readonly #live = new Map<number, MutableEntry>();
   readonly #stats = new Map<ResourceKind, KindStats>();
+  /** Objects linked to their entries; weak, so the ledger never keeps one alive. */
+  readonly #objects = new WeakMap<object, MutableEntry>();
   #nextId = 1;
 
   /**
@@ -153,6 +163,17 @@ export class ResourceLedger {
   /** Opened/closed counters per kind since the process started. */
   stats(): ReadonlyMap<ResourceKind, Readonly<KindStats>> {
     return this.#stats;
+  }
+
+  /** True when `object` was attached to an entry that is still live. */
+  owns(object: object): boolean {
+    const entry = this.#objects.get(object);
+    return entry !== undefined && this.#live.get(entry.id) === entry;
+  }
+
+  /** @internal called by {@link ResourceHandle.attach} */
+  _attach(object: object, entry: MutableEntry): void {
+    this.#objects.set(object, entry);
   }
 
   /** @internal called by {@link ResourceHandle.release} */

@@ -71,6 +71,7 @@ export async function openTcpSocket(target: TcpTarget, options: TcpSocketOptions
   options.signal.throwIfAborted();
   const socket = new net.Socket();
   const handle = options.ledger.open('socket', options.owner, { host: target.host, port: target.port });
+  handle.attach(socket);
   const tracked = new TrackedSocket(socket, handle);
   try {
     await waitUntil<void>(options.signal, ({ resolve, reject }) => {
