@@ -7,9 +7,11 @@ import { setImmediate as settleImmediate, setTimeout as sleep } from 'node:timer
 import { register as globalRegistry } from 'prom-client';
 import { createMetrics, STAGE_SECONDS_BUCKETS, type LeashMetrics, type MetricsOptions } from '../src/diagnostics/metrics.ts';
 import { ERROR_CODES } from '../src/lifecycle/errors.ts';
+import { LEAK_KINDS } from '../src/lifecycle/leak-watchdog.ts';
 import { ResourceLedger } from '../src/lifecycle/ledger.ts';
 import { STAGES, TERMINAL_STATUSES } from '../src/lifecycle/stages.ts';
 import { TaskTable } from '../src/lifecycle/task-table.ts';
+import { collector } from './support/gc.ts';
 
 const target = { host: 'web01', port: 22, user: 'deploy' };
 const finishChannel = channel('leash:task:finish');
@@ -42,6 +44,10 @@ function sample(samples: readonly Sample[], name: string, labels: Record<string,
   const found = samples.filter((s) => s.name === name && JSON.stringify(Object.entries(s.labels).sort()) === JSON.stringify(want));
   assert.ok(found.length <= 1, `duplicate sample ${name}${JSON.stringify(labels)}`);
   return found[0]?.value;
+}
+
+function sum(samples: readonly Sample[]): number {
+  return samples.reduce((n, s) => n + s.value, 0);
 }
 
 function named(samples: readonly Sample[], name: string): Sample[] {
@@ -199,7 +205,7 @@ void describe('leash metrics', () => {
   });
 
   void test('labels never carry a host or a command, only values from fixed sets', async () => {
-    await withMetrics({ defaultMetrics: false }, async (metrics, tasks, ledger) => {
+    await withMetrics({ defaultMetrics: false, leaks: () => new Map([['task-past-deadline', 1]]), leakKinds: LEAK_KINDS }, async (metrics, tasks, ledger) => {
       const secretTarget = { host: 'secret-host.example', port: 2222, user: 'root' };
       const t = tasks.create({ id: 'task-secret-host.example', target: secretTarget, attrs: { command: 'echo hunter2' } });
       const conn = ledger.open('ssh-connection', t.id, { host: 'secret-host.example', command: 'echo hunter2' });
@@ -218,7 +224,8 @@ void describe('leash metrics', () => {
         stage: new Set(STAGES),
         status: new Set(TERMINAL_STATUSES),
         code: new Set([...ERROR_CODES, 'none']),
-        kind: new Set(['socket', 'ssh-connection', 'channel', 'timer', 'agent-socket', 'child-process', 'server', 'database']),
+        // Resource kinds, GC kinds (leash_gc_*) and leak kinds (leash_leaks_total).
+        kind: new Set(['socket', 'ssh-connection', 'channel', 'timer', 'agent-socket', 'child-process', 'server', 'database', 'minor', 'major', 'incremental', 'weakcb', 'other', ...LEAK_KINDS]),
         state: new Set(['open']),
         le: new Set([...STAGE_SECONDS_BUCKETS.map(String), '+Inf']),
       };
@@ -294,6 +301,79 @@ void describe('leash metrics', () => {
     assert.equal(sample(s, 'leash_task_stage_seconds_count', { stage: 'connecting' }), 0);
     assert.equal(sample(s, 'leash_task_stage_seconds_count', { stage: 'running' }), 0);
     for (const stage of STAGES) assert.equal(sample(s, 'leash_tasks_in_flight', { stage }), 0, stage);
+  });
+
+  void test('resources_opened_total and resources_closed_total{kind} follow the ledger totals', async () => {
+    await withMetrics({ runtimeMetrics: false }, async (metrics, _tasks, ledger) => {
+      const a = ledger.open('socket', 'task-1');
+      const b = ledger.open('socket', 'task-2');
+      const t = ledger.timeout('task-1', 60_000, () => undefined);
+      a.release();
+      let s = await scrape(metrics);
+      assert.equal(sample(s, 'leash_resources_opened_total', { kind: 'socket' }), 2);
+      assert.equal(sample(s, 'leash_resources_closed_total', { kind: 'socket' }), 1);
+      assert.equal(sample(s, 'leash_resources_opened_total', { kind: 'timer' }), 1);
+      assert.equal(sample(s, 'leash_resources_closed_total', { kind: 'timer' }), 0);
+      b.release();
+      t.release();
+      s = await scrape(metrics);
+      assert.equal(sample(s, 'leash_resources_opened_total', { kind: 'socket' }), 2, 'counters do not reset between scrapes');
+      assert.equal(sample(s, 'leash_resources_closed_total', { kind: 'socket' }), 2);
+      assert.equal(sample(s, 'leash_resources_closed_total', { kind: 'timer' }), 1);
+    });
+  });
+
+  void test('task_oldest_age_seconds{stage}: the oldest live task of each stage, 0 for an empty stage; max_task_deadline_seconds', async () => {
+    await withMetrics({ runtimeMetrics: false, maxTaskDeadlineSeconds: 3725 }, async (metrics, tasks) => {
+      const old = tasks.create({ target });
+      old.enter('connecting');
+      await sleep(60);
+      const young = tasks.create({ target });
+      young.enter('connecting');
+      const queued = tasks.create({ target });
+      const s = await scrape(metrics);
+      const connecting = sample(s, 'leash_task_oldest_age_seconds', { stage: 'connecting' }) ?? -1;
+      assert.ok(connecting >= 0.05, `the oldest connecting task is at least 60 ms old, got ${connecting}`);
+      assert.ok((sample(s, 'leash_task_oldest_age_seconds', { stage: 'queued' }) ?? -1) < connecting);
+      assert.equal(sample(s, 'leash_task_oldest_age_seconds', { stage: 'running' }), 0);
+      assert.equal(named(s, 'leash_task_oldest_age_seconds').length, STAGES.length, 'every stage present');
+      assert.equal(sample(s, 'leash_max_task_deadline_seconds'), 3725);
+      for (const t of [old, young, queued]) tasks.finish(t, 'cancelled');
+    });
+  });
+
+  void test('event-loop delay: a blocked loop shows in leash_event_loop_delay_max_seconds', async () => {
+    await withMetrics({}, async (metrics) => {
+      await scrape(metrics); // start a fresh window
+      await sleep(150);
+      const until = Date.now() + 80;
+      while (Date.now() < until); // block the event loop for 80 ms
+      await sleep(30);
+      const s = await scrape(metrics);
+      const max = sample(s, 'leash_event_loop_delay_max_seconds') ?? 0;
+      assert.ok(max >= 0.05, `an 80 ms block must show as ≥ 50 ms of delay, got ${max}`);
+      assert.ok((sample(s, 'leash_event_loop_delay_p99_seconds') ?? -1) >= 0);
+      assert.ok((sample(s, 'leash_event_loop_delay_p50_seconds') ?? -1) >= 0);
+    });
+  });
+
+  void test('gc_total counts every collection (prom-client records only the first of each batch)', async () => {
+    const gc = collector();
+    await withMetrics({}, async (metrics) => {
+      const before = sum(named(await scrape(metrics), 'leash_gc_total'));
+      for (let i = 0; i < 8; i++) gc();
+      // GC entries reach observers asynchronously; wait (bounded) for all of them.
+      const until = Date.now() + 5000;
+      let after = before;
+      while (after - before < 8 && Date.now() < until) {
+        await sleep(20);
+        after = sum(named(await scrape(metrics), 'leash_gc_total'));
+      }
+      assert.ok(after - before >= 8, `8 forced collections, counted ${after - before}`);
+      const s = await scrape(metrics);
+      assert.ok((sample(s, 'leash_gc_total', { kind: 'major' }) ?? 0) >= 8);
+      assert.ok((sample(s, 'leash_gc_seconds_total', { kind: 'major' }) ?? 0) > 0);
+    });
   });
 
   void test('default metrics are collected once per process, however many instances, and close() leaves no handles', async () => {

@@ -5,6 +5,7 @@
  * error code, resource kind) — never a host or a command — so the series count is bounded.
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { PerformanceObserver, constants as perfConstants, monitorEventLoopDelay, type PerformanceEntry } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { isErrorCode } from '../lifecycle/errors.ts';
 import type { ResourceLedger } from '../lifecycle/ledger.ts';
@@ -34,6 +35,14 @@ export interface MetricsOptions {
   prefix?: string;
   /** Adds prom-client's `process_*` and `nodejs_*` metrics; default true. */
   defaultMetrics?: boolean;
+  /** Leaks flagged so far by kind (the leak watchdog's counts), for `leash_leaks_total`. */
+  leaks?: () => ReadonlyMap<string, number>;
+  /** Every kind of leak, so that each series exists (at 0) before the first leak. */
+  leakKinds?: readonly string[];
+  /** The largest hard deadline a task can have, seconds; 0 when a stage deadline is disabled. */
+  maxTaskDeadlineSeconds?: number;
+  /** Samples event-loop delay and counts GCs (small, stoppable costs); default true. */
+  runtimeMetrics?: boolean;
 }
 
 /** Seconds; from a loopback handshake (a few ms) to a long-running command (10 min). */
@@ -102,6 +111,61 @@ export function createMetrics(options: MetricsOptions): LeashMetrics {
     },
   });
 
+  new Counter({
+    name: `${prefix}resources_opened_total`,
+    help: 'Resource ledger entries opened, by kind.',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      // The ledger keeps the totals; a counter fed from a monotonic total is reset and set.
+      this.reset();
+      for (const [kind, s] of ledger.stats()) this.inc({ kind }, s.opened);
+    },
+  });
+  new Counter({
+    name: `${prefix}resources_closed_total`,
+    help: 'Resource ledger entries closed, by kind.',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [kind, s] of ledger.stats()) this.inc({ kind }, s.closed);
+    },
+  });
+  new Gauge({
+    name: `${prefix}task_oldest_age_seconds`,
+    help: 'Age of the oldest live task in each stage, from when it left the queue (its deadlines start then; queued: from acceptance); 0 when none.',
+    labelNames: ['stage'] as const,
+    registers,
+    collect() {
+      const now = Date.now();
+      const oldest = new Map<Stage, number>(STAGES.map((s) => [s, now]));
+      for (const task of tasks.live()) oldest.set(task.stage, Math.min(oldest.get(task.stage) ?? now, clockStart(task)));
+      for (const [stage, at] of oldest) this.set({ stage }, seconds(now - at));
+    },
+  });
+  new Gauge({
+    name: `${prefix}max_task_deadline_seconds`,
+    help: 'The largest hard deadline a task can have under the configured defaults (0: a stage deadline is disabled, nothing bounds a task).',
+    registers,
+    collect() {
+      this.set(options.maxTaskDeadlineSeconds ?? 0);
+    },
+  });
+  const leaks = options.leaks;
+  new Counter({
+    name: `${prefix}leaks_total`,
+    help: 'Leaks flagged by the leak watchdog, by kind (see /debug/leaks on the admin listener).',
+    labelNames: ['kind'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const kind of options.leakKinds ?? []) this.inc({ kind }, 0);
+      for (const [kind, n] of leaks?.() ?? []) this.inc({ kind }, n);
+    },
+  });
+  const runtime = options.runtimeMetrics === false ? null : runtimeMetrics(prefix, registers);
+
   const exposed = options.defaultMetrics === false ? registry : Registry.merge([processMetrics(), registry]);
 
   // The channels are process-wide; count only the tasks of `tasks`. A task is ours if it is
@@ -153,8 +217,14 @@ export function createMetrics(options: MetricsOptions): LeashMetrics {
       unsubscribe(START, onStart);
       unsubscribe(STAGE, onStage);
       unsubscribe(FINISH, onFinish);
+      runtime?.stop();
     },
   };
+}
+
+/** When a task's deadlines started: when it left the queue (or its acceptance, while queued). */
+function clockStart(task: LiveTask): number {
+  return task.history[1]?.at ?? task.createdAt;
 }
 
 function seconds(ms: number): number {
@@ -169,6 +239,77 @@ function taskOf(message: unknown): LiveTask | undefined {
 
 function isTerminalStatus(value: unknown): value is TerminalStatus {
   return typeof value === 'string' && (TERMINAL_STATUSES as readonly string[]).includes(value);
+}
+
+/**
+ * Event-loop delay and garbage collection, sampled by this instance and stopped with it.
+ * prom-client's own `nodejs_gc_duration_seconds` records only the first entry of each
+ * observer batch (../shared/DIAGNOSTICS.md); here every entry counts.
+ */
+function runtimeMetrics(prefix: string, registers: Registry[]): { stop: () => void } {
+  // 10 ms resolution: ~0.3% of a core (DIAGNOSTICS.md). Percentiles cover the time since
+  // the previous scrape: each scrape reads, then resets.
+  const delay = monitorEventLoopDelay({ resolution: 10 });
+  delay.enable();
+  const ns = (n: number): number => (Number.isFinite(n) ? n / 1e9 : 0);
+  const delayGauge = (name: string, help: string, read: () => number): void => {
+    new Gauge({
+      name: `${prefix}event_loop_delay_${name}_seconds`,
+      help: `${help} event-loop delay since the previous scrape (monitorEventLoopDelay, 10 ms resolution).`,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+  };
+  let last = { p50: 0, p99: 0, max: 0 };
+  let readAt = 0;
+  // One read serves the three gauges of one scrape; the histogram is reset after it.
+  const read = (): typeof last => {
+    const now = Date.now();
+    if (now - readAt > 100) {
+      last = delay.count > 0 ? { p50: ns(delay.percentile(50)), p99: ns(delay.percentile(99)), max: ns(delay.max) } : { p50: 0, p99: 0, max: 0 };
+      delay.reset();
+      readAt = now;
+    }
+    return last;
+  };
+  delayGauge('p50', 'Median', () => read().p50);
+  delayGauge('p99', '99th percentile', () => read().p99);
+  delayGauge('max', 'Largest', () => read().max);
+
+  const gcCount = new Counter({ name: `${prefix}gc_total`, help: 'Garbage collections, by kind (every one counted).', labelNames: ['kind'] as const, registers });
+  const gcSeconds = new Counter({ name: `${prefix}gc_seconds_total`, help: 'Time spent in garbage collection, by kind.', labelNames: ['kind'] as const, registers });
+  for (const kind of Object.values(GC_KINDS)) {
+    gcCount.inc({ kind }, 0);
+    gcSeconds.inc({ kind }, 0);
+  }
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      const kind = gcKind(entry);
+      gcCount.inc({ kind });
+      gcSeconds.inc({ kind }, entry.duration / 1000);
+    }
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  return {
+    stop() {
+      observer.disconnect();
+      delay.disable();
+    },
+  };
+}
+
+const GC_KINDS: Readonly<Record<number, string>> = {
+  [perfConstants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+  [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+  [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+};
+
+function gcKind(entry: PerformanceEntry): string {
+  const detail = (entry as PerformanceEntry & { detail?: { kind?: number } }).detail;
+  return GC_KINDS[detail?.kind ?? -1] ?? 'other';
 }
 
 /**
