@@ -131,6 +131,13 @@ retention:
   intervalMs: 10m
 shutdownGraceMs: 45s
 logLevel: debug
+diagnostics:
+  watchdogIntervalMs: 10s
+  maxTaskAgeMs: 2h
+  redactPatterns: ['db-pass=(\\S+)']
+  maxProfileSeconds: 120
+  dumpLimit: 50
+  heapSampling: false
 `;
 
 void describe('loadConfig', () => {
@@ -138,7 +145,7 @@ void describe('loadConfig', () => {
     const config = await load(null);
     assert.deepEqual(config, {
       listen: { host: '127.0.0.1', port: 7070 },
-      adminListen: null,
+      adminListen: { host: '127.0.0.1', port: 7071 },
       store: 'sqlite:./data/leash.db',
       dataDir: './data',
       identities: {},
@@ -159,6 +166,7 @@ void describe('loadConfig', () => {
       retention: { maxAgeMs: 30 * 24 * 3_600_000, maxRows: 100_000, intervalMs: 3_600_000 },
       shutdownGraceMs: 30_000,
       logLevel: 'info',
+      diagnostics: { watchdogIntervalMs: 30_000, maxTaskAgeMs: 0, redactPatterns: [], maxProfileSeconds: 60, dumpLimit: 1000, heapSampling: true },
     } satisfies ServeConfig);
   });
 
@@ -215,6 +223,7 @@ void describe('loadConfig', () => {
       retention: { maxAgeMs: 7 * 24 * 3_600_000, maxRows: 5000, intervalMs: 600_000 },
       shutdownGraceMs: 45_000,
       logLevel: 'debug',
+      diagnostics: { watchdogIntervalMs: 10_000, maxTaskAgeMs: 7_200_000, redactPatterns: ['db-pass=(\\S+)'], maxProfileSeconds: 120, dumpLimit: 50, heapSampling: false },
     } satisfies ServeConfig);
     assert.doesNotThrow(() => assertSafeListen(config), 'tokens make 0.0.0.0 acceptable');
   });
@@ -229,6 +238,10 @@ void describe('loadConfig', () => {
 });
 
 void describe('loadConfig errors name the key, the problem and the source', () => {
+  void test('a redaction pattern that is not a regular expression', async () => {
+    await rejects('diagnostics:\n  redactPatterns: ["(unclosed"]\n', { key: 'diagnostics.redactPatterns[0]', why: /not a valid regular expression/, source: 'file' });
+  });
+
   void test('wrong type', async () => {
     const err = await rejects('limits:\n  perHost: "lots"\n', { key: 'limits.perHost', why: /expected a whole number of at least 1, got "lots"/, source: 'file' });
     assert.match(err.message, /:2:3\)$/, 'with the line and column of the key');
@@ -399,6 +412,12 @@ void describe('environment and command-line overrides', () => {
     await rejects(null, { key: 'store', why: /needs a path/, source: /LEASH_STORE/ }, { env: { LEASH_STORE: 'sqlite:' } });
     await rejects(null, { key: 'listen', why: /port must be a number from 0 to 65535/, source: /\(option --listen\)$/ }, { overrides: { listen: '127.0.0.1:99999' } });
     await rejects(null, { key: 'adminListen', why: /bad address/, source: /\(option --admin-listen\)$/ }, { overrides: { adminListen: 'x' } });
+  });
+
+  void test('the admin listener: loopback 7071 by default, a unix socket, or off', async () => {
+    assert.deepEqual((await loadConfig({ env: {}, overrides: { adminListen: 'unix:/tmp/leash-admin.sock' } })).adminListen, { path: '/tmp/leash-admin.sock' });
+    assert.equal((await loadConfig({ env: {}, overrides: { adminListen: 'off' } })).adminListen, null);
+    assert.deepEqual((await loadConfig({ env: {} })).adminListen, { host: '127.0.0.1', port: 7071 });
   });
 });
 

@@ -456,7 +456,7 @@ describe('newcomer', () => {
       command: 'npm',
       args: ['start'],
       cwd: REPO_ROOT,
-      env: childEnv(home, { LEASH_DATA_DIR: dataDir, LEASH_LISTEN: '127.0.0.1:0', npm_config_update_notifier: 'false' }),
+      env: childEnv(home, { LEASH_DATA_DIR: dataDir, LEASH_LISTEN: '127.0.0.1:0', LEASH_ADMIN_LISTEN: '127.0.0.1:0', npm_config_update_notifier: 'false' }),
       group: true,
     });
     try {

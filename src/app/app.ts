@@ -1,14 +1,21 @@
+import { lstat, unlink } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
+import { buildAdminApi } from '../api/admin-server.ts';
 import { buildApi } from '../api/server.ts';
 import { TokenAuth } from '../api/token-auth.ts';
 import { createMetrics, type LeashMetrics } from '../diagnostics/metrics.ts';
+import { Profiler } from '../diagnostics/profiler.ts';
+import { createRedactor, DEFAULT_REDACT_PATTERNS } from '../diagnostics/redaction.ts';
+import { LEAK_KINDS, LeakWatchdog } from '../lifecycle/leak-watchdog.ts';
 import type { ResourceHandle, ResourceLedger } from '../lifecycle/ledger.ts';
 import type { TaskTable } from '../lifecycle/task-table.ts';
 import { BatchService } from '../service/batch-service.ts';
 import { Identities } from '../service/identities.ts';
 import { Scheduler } from '../service/scheduler.ts';
+import { hardDeadlineMs } from '../service/task-spec.ts';
 import { AD_HOC_FLOW, TaskService } from '../service/task-service.ts';
 import { startDemoTarget, type DemoTarget } from '../ssh/demo-target.ts';
 import { parseSingleKey } from '../ssh/ephemeral-keys.ts';
@@ -16,7 +23,7 @@ import { HostKeyVerifier } from '../ssh/host-key-verifier.ts';
 import { SshRemoteExec } from '../ssh/remote-exec.ts';
 import { openStore } from '../store/open-store.ts';
 import type { TaskStore } from '../store/task-store.ts';
-import type { ServeConfig } from './config.ts';
+import type { AdminAddress, ServeConfig } from './config.ts';
 
 /** Secrets never reach a log line, whatever object they hide in (pino redaction paths). */
 export const REDACTED_PATHS = [
@@ -35,6 +42,8 @@ export const REDACTED_PATHS = [
 export interface RunningService {
   /** Base URL of the API, e.g. `http://127.0.0.1:7070`. */
   readonly url: string;
+  /** Base URL of the admin (/debug) listener, `unix:/path` for a socket, or null when off. */
+  readonly adminUrl: string | null;
   /** The built-in demo target, when started with `demo`. */
   readonly demo: DemoTarget | null;
   readonly logger: Logger;
@@ -58,6 +67,9 @@ export interface ServiceOptions {
 
 /** How long the demo target's host key check and identity live: the life of the service. */
 const DEMO_IDENTITY = 'demo';
+
+/** Ledger owners that are long-lived parts of the service rather than tasks. */
+export const COMPONENT_OWNERS: ReadonlySet<string> = new Set(['store', 'demo-target', 'retention', 'event-stream', 'task-service']);
 
 /**
  * Wires the service together (the one composition root, STYLE.md) and starts it: store
@@ -135,16 +147,37 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
     const batchService = new BatchService({ store, scheduler, tasks: taskService, logger, maxHosts: config.limits.maxBatchHosts, maxQueuedTasks: config.limits.maxQueuedBatchTasks });
     cleanups.push(() => taskService.close());
 
-    const metrics: LeashMetrics = createMetrics({ ledger, tasks });
+    const maxDeadlineMs = hardDeadlineMs(config.defaults.timeouts);
+    if (maxDeadlineMs === null) {
+      const disabled = Object.entries(config.defaults.timeouts).filter(([key, ms]) => key !== 'idleMs' && ms <= 0).map(([key]) => `defaults.timeouts.${key}`);
+      logger.warn({ disabled }, `a stage deadline is disabled (${disabled.join(', ')}): a task stuck there waits forever; only the leak watchdog's maxTaskAgeMs flags it`);
+    }
+    const watchdog = config.diagnostics.watchdogIntervalMs > 0
+      ? new LeakWatchdog({ ledger, tasks, log: logger.child({ component: 'leak-watchdog' }), intervalMs: config.diagnostics.watchdogIntervalMs, components: COMPONENT_OWNERS, maxTaskAgeMs: config.diagnostics.maxTaskAgeMs })
+      : null;
+    watchdog?.start();
+    cleanups.push(() => watchdog?.stop());
+    const profiler = new Profiler();
+    if (config.diagnostics.heapSampling) profiler.start();
+    cleanups.push(() => profiler.stop());
+
+    const metrics: LeashMetrics = createMetrics({
+      ledger,
+      tasks,
+      leaks: () => watchdog?.counts() ?? new Map(),
+      leakKinds: LEAK_KINDS,
+      maxTaskDeadlineSeconds: maxDeadlineMs === null ? 0 : maxDeadlineMs / 1000,
+    });
     cleanups.push(() => metrics.close());
     const retention = startRetention(store, config, ledger, logger);
     cleanups.push(() => retention.release());
 
+    const auth = new TokenAuth(config.tokens);
     const api: FastifyInstance = await buildApi({
       tasks: taskService,
       batches: batchService,
       store,
-      auth: new TokenAuth(config.tokens),
+      auth,
       metrics,
       ledger,
       logger,
@@ -153,7 +186,25 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
     });
     cleanups.push(() => api.close());
     const address = await api.listen({ host: config.listen.host, port: config.listen.port });
-    logger.info({ url: address, demo: demo !== null, interrupted: interrupted.length }, 'leash serve listening');
+
+    let adminUrl: string | null = null;
+    if (config.adminListen) {
+      const admin = await buildAdminApi({
+        auth,
+        ledger,
+        tasks,
+        watchdog,
+        profiler,
+        redact: createRedactor([...DEFAULT_REDACT_PATTERNS, ...config.diagnostics.redactPatterns]),
+        logger,
+        components: COMPONENT_OWNERS,
+        dumpLimit: config.diagnostics.dumpLimit,
+        maxProfileSeconds: config.diagnostics.maxProfileSeconds,
+      });
+      cleanups.push(() => admin.close());
+      adminUrl = await listenAdmin(admin, config.adminListen);
+    }
+    logger.info({ url: address, adminUrl, demo: demo !== null, interrupted: interrupted.length }, 'leash serve listening');
 
     // Drain while the API still answers (readyz says draining, waiting callers and event
     // streams get their results); then close the listener and the rest, newest first.
@@ -164,11 +215,39 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
       logger.info('leash serve stopped');
     };
     let stopping: Promise<void> | null = null;
-    return { url: address, demo, logger, stop: () => (stopping ??= shutdown()) };
+    return { url: address, adminUrl, demo, logger, stop: () => (stopping ??= shutdown()) };
   } catch (err) {
     await unwind();
     throw err;
   }
+}
+
+/**
+ * Starts the admin listener on a TCP address or a unix socket. A socket file left by a
+ * process that died is removed, but only when nothing answers on it: a second leash must
+ * not steal a live one's socket.
+ */
+async function listenAdmin(admin: FastifyInstance, at: AdminAddress): Promise<string> {
+  if (!('path' in at)) return admin.listen({ host: at.host, port: at.port });
+  const stat = await lstat(at.path).catch(() => null);
+  if (stat?.isSocket() && !(await answers(at.path))) await unlink(at.path);
+  await admin.listen({ path: at.path });
+  return `unix:${at.path}`;
+}
+
+/** Whether something accepts connections on a unix socket (bounded: 1 s). */
+function answers(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect({ path: socketPath });
+    const done = (result: boolean): void => {
+      clearTimeout(timer);
+      probe.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(() => done(true), 1000);
+    probe.once('connect', () => done(true));
+    probe.once('error', () => done(false));
+  });
 }
 
 /** Prunes old history now and every interval (a ledger timer, re-armed after each run). */

@@ -65,11 +65,18 @@ export interface ListenAddress {
   port: number;
 }
 
+/** Where the admin (diagnostics) listener is: a TCP address or a unix socket path. */
+export type AdminAddress = ListenAddress | { path: string };
+
+/** The admin listener when none is configured: loopback only (DESIGN.md: never the API port). */
+export const DEFAULT_ADMIN_LISTEN: ListenAddress = { host: '127.0.0.1', port: 7071 };
+
 export interface ServeConfig {
   /** The API. Default 127.0.0.1:7070. */
   listen: ListenAddress;
   /** The diagnostics listener; default none. */
-  adminListen: ListenAddress | null;
+  /** Diagnostics (/debug); default 127.0.0.1:7071; null when turned off ("off"). */
+  adminListen: AdminAddress | null;
   /** `sqlite:PATH`; default `sqlite:<dataDir>/leash.db`. */
   store: string;
   /** Default `./data`. */
@@ -97,6 +104,20 @@ export interface ServeConfig {
   };
   tokens: TokenConfig[];
   retention: { maxAgeMs: number; maxRows: number; intervalMs: number };
+  diagnostics: {
+    /** How often the leak watchdog looks; 0 turns it off. */
+    watchdogIntervalMs: number;
+    /** A live task older than this is flagged even without a hard deadline (a disabled one); 0: only hard deadlines. */
+    maxTaskAgeMs: number;
+    /** Extra regular expressions whose matches (first group) are hidden in dumps, besides the defaults. */
+    redactPatterns: string[];
+    /** Longest CPU profile /debug/pprof/profile takes, in seconds. */
+    maxProfileSeconds: number;
+    /** Most entries a debug=2 dump lists. */
+    dumpLimit: number;
+    /** Sampled heap profiling from the start, so /debug/pprof/heap has data (about 1-3%). */
+    heapSampling: boolean;
+  };
   shutdownGraceMs: number;
   logLevel: LogLevel;
 }
@@ -157,6 +178,7 @@ const DEFAULT_LIMITS: ServeConfig['limits'] = {
   bodyLimitBytes: MIB,
 };
 const DEFAULT_RETENTION: ServeConfig['retention'] = { maxAgeMs: 30 * DAY, maxRows: 100_000, intervalMs: HOUR };
+const DEFAULT_DIAGNOSTICS: ServeConfig['diagnostics'] = { watchdogIntervalMs: 30 * SECOND, maxTaskAgeMs: 0, redactPatterns: [], maxProfileSeconds: 60, dumpLimit: 1000, heapSampling: true };
 const DEFAULT_SHUTDOWN_GRACE_MS = 30 * SECOND;
 const DEFAULT_READ_KNOWN_HOSTS = ['~/.ssh/known_hosts'];
 const MAX_CONFIG_FILE_BYTES = MIB;
@@ -212,7 +234,7 @@ const TokenSchema = Type.Object(
 const FileSchema = Type.Object(
   {
     listen: Type.Optional(Text('HOST:PORT')),
-    adminListen: Type.Optional(Type.Union([Text(), Type.Null()], { description: 'HOST:PORT, or null for none' })),
+    adminListen: Type.Optional(Type.Union([Text(), Type.Null()], { description: 'HOST:PORT, unix:/path/to.sock, "off" or null for none' })),
     store: Type.Optional(Text('sqlite:PATH')),
     dataDir: Type.Optional(Text('a directory')),
     identities: Type.Optional(Type.Record(Type.String(), IdentitySchema)),
@@ -266,6 +288,19 @@ const FileSchema = Type.Object(
     ),
     shutdownGraceMs: Type.Optional(Duration),
     logLevel: Type.Optional(oneOf(LOG_LEVELS)),
+    diagnostics: Type.Optional(
+      Type.Object(
+        {
+          watchdogIntervalMs: Type.Optional(Duration),
+          maxTaskAgeMs: Type.Optional(Duration),
+          redactPatterns: Type.Optional(Type.Array(Text('a regular expression'))),
+          maxProfileSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 600 })),
+          dumpLimit: Type.Optional(Count(1)),
+          heapSampling: Type.Optional(Type.Boolean()),
+        },
+        Strict,
+      ),
+    ),
   },
   Strict,
 );
@@ -342,13 +377,19 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Serve
       ? listenAt(f.listen, inFile('listen'))
       : { ...DEFAULT_LISTEN };
   const adminOverride = override(['adminListen'], 'LEASH_ADMIN_LISTEN', { flag: '--admin-listen', value: overrides.adminListen });
+  const adminAt = (text: string, at: At): AdminAddress | null => {
+    if (isOff(text)) return null;
+    const unix = /^unix:(.+)$/.exec(text.trim());
+    if (unix) return { path: expand(unix[1]!) };
+    return listenAt(text, at);
+  };
   const adminListen = adminOverride
-    ? isOff(adminOverride.text)
+    ? adminAt(adminOverride.text, adminOverride.at)
+    : f.adminListen === null
       ? null
-      : listenAt(adminOverride.text, adminOverride.at)
-    : f.adminListen !== undefined && f.adminListen !== null
-      ? listenAt(f.adminListen, inFile('adminListen'))
-      : null;
+      : f.adminListen !== undefined
+        ? adminAt(f.adminListen, inFile('adminListen'))
+        : { ...DEFAULT_ADMIN_LISTEN };
 
   // dataDir first: the store and known_hosts defaults live in it.
   const dataOverride = override(['dataDir'], 'LEASH_DATA_DIR', { flag: '--data', value: overrides.dataDir });
@@ -459,7 +500,24 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Serve
   const levelOverride = override(['logLevel'], 'LEASH_LOG_LEVEL');
   const logLevel = levelOverride ? oneOfText(levelOverride.text, LOG_LEVELS, levelOverride.at) : (f.logLevel ?? 'info');
 
-  return { listen, adminListen, store, dataDir, identities, defaultIdentity, hostKeys, defaults, limits, tokens, retention, shutdownGraceMs, logLevel };
+  const d = f.diagnostics ?? {};
+  const redactPatterns = (d.redactPatterns ?? []).map((pattern, i) => {
+    try {
+      new RegExp(pattern, 'gi');
+    } catch (err) {
+      fail(inFile('diagnostics', 'redactPatterns', i), `not a valid regular expression: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    return pattern;
+  });
+  const diagnostics: ServeConfig['diagnostics'] = {
+    watchdogIntervalMs: durationAt(d.watchdogIntervalMs, inFile('diagnostics', 'watchdogIntervalMs'), { max: DAY }) ?? DEFAULT_DIAGNOSTICS.watchdogIntervalMs,
+    maxTaskAgeMs: durationAt(d.maxTaskAgeMs, inFile('diagnostics', 'maxTaskAgeMs'), { max: 30 * DAY }) ?? DEFAULT_DIAGNOSTICS.maxTaskAgeMs,
+    redactPatterns,
+    maxProfileSeconds: d.maxProfileSeconds ?? DEFAULT_DIAGNOSTICS.maxProfileSeconds,
+    dumpLimit: d.dumpLimit ?? DEFAULT_DIAGNOSTICS.dumpLimit,
+    heapSampling: d.heapSampling ?? DEFAULT_DIAGNOSTICS.heapSampling,
+  };
+  return { listen, adminListen, store, dataDir, identities, defaultIdentity, hostKeys, defaults, limits, tokens, retention, shutdownGraceMs, logLevel, diagnostics };
 }
 
 /**
@@ -469,8 +527,8 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Serve
  */
 export function assertSafeListen(config: ServeConfig): void {
   if (config.tokens.length > 0) return;
-  const check = (key: string, what: string, address: ListenAddress | null): void => {
-    if (address === null || isLoopback(address.host)) return;
+  const check = (key: string, what: string, address: AdminAddress | null): void => {
+    if (address === null || 'path' in address || isLoopback(address.host)) return;
     throw new ConfigError(key, `refusing to ${what} ${formatListenAddress(address)} without any API token; add tokens or listen on 127.0.0.1`);
   };
   check('listen', 'listen on', config.listen);

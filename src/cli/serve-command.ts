@@ -11,11 +11,13 @@ import { UsageError } from './usage-error.ts';
 export const SERVE_USAGE = `Usage: leash serve [--config FILE] [--listen ADDR] [--admin-listen ADDR] [--data DIR] [--demo]
 
 Runs leash as a service: the HTTP API (tasks, batches, server-sent events), Prometheus
-metrics at /metrics, and an embedded SQLite history.
+metrics at /metrics, an embedded SQLite history, and on a separate admin listener the
+/debug endpoints (task and resource dumps, leaks, CPU and heap profiles).
 
   --config FILE        YAML configuration (identities, tokens, limits, deadlines, ...)
   --listen ADDR        API address, HOST:PORT (default 127.0.0.1:7070)
-  --admin-listen ADDR  diagnostics address (reserved for /debug)
+  --admin-listen ADDR  diagnostics (/debug) address: HOST:PORT, unix:/path or off
+                       (default 127.0.0.1:7071; leash debug --help)
   --data DIR           data directory (default ./data)
   --demo               also start a built-in loopback SSH target, identity "demo"
 
@@ -58,7 +60,7 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
     if (err instanceof IdentityError) throw new UsageError(`configuration: ${err.message}`);
     throw err;
   }
-  io.stderr.write(welcome(service.url, service.demo, config.tokens.length > 0));
+  io.stderr.write(welcome(service.url, service.adminUrl, service.demo, config.tokens.length > 0));
 
   const stopped = new Promise<void>((resolve) => {
     let signals = 0;
@@ -104,9 +106,10 @@ function parseServeFlags(argv: readonly string[]) {
 }
 
 /** Where the service listens and a first request to try. */
-function welcome(url: string, demo: { host: string; port: number } | null, tokens: boolean): string {
+function welcome(url: string, adminUrl: string | null, demo: { host: string; port: number } | null, tokens: boolean): string {
   const auth = tokens ? ` -H "authorization: Bearer $LEASH_TOKEN"` : '';
   const lines = [`leash serve: listening on ${url}  (API docs: ${url}/docs, metrics: ${url}/metrics)`];
+  if (adminUrl) lines.push(`debug endpoints on ${adminUrl}/debug/  (leash debug tasks --admin ${adminUrl})`);
   if (demo) {
     const body = JSON.stringify({ host: demo.host, port: demo.port, identity: 'demo', command: 'uname -a; uptime', wait: 10 });
     lines.push(

@@ -45,6 +45,7 @@ export interface ApiResponse {
 export function testConfigYaml(sshd: Sshd | null, dataDir: string, extra: Record<string, unknown> = {}): string {
   const config: Record<string, unknown> = {
     listen: '127.0.0.1:0',
+    adminListen: '127.0.0.1:0',
     dataDir,
     logLevel: 'debug',
     identities: sshd ? { sshd: { user: sshd.user, keyPath: sshd.clientKey.path } } : {},
