@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { HostListError } from '../service/host-list.ts';
+import { debugCommand } from './debug-command.ts';
 import { runCommand } from './run-command.ts';
 import { serveCommand } from './serve-command.ts';
 import { UsageError } from './usage-error.ts';
@@ -11,6 +12,8 @@ Commands:
   run [options] -- COMMAND   run COMMAND on many hosts over SSH (leash run --help)
   serve [options]            run the HTTP service (leash serve --help)
   demo [COMMAND]             run a command on leash's built-in loopback demo target
+  debug <what> [options]     look inside a running leash serve: tasks, resources, leaks,
+                             profile, heap (leash debug --help)
 
 Options:
   -h, --help                 show this help
@@ -45,6 +48,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
         return await runCommand(rest, io);
       case 'serve':
         return await serveCommand(rest, io);
+      case 'debug':
+        return await debugCommand(rest, io);
       case 'demo':
         return await runCommand(['--demo', '--', ...(rest.length > 0 ? rest : [DEMO_COMMAND])], io);
       case '-V':
@@ -58,7 +63,7 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
         io.stdout.write(USAGE);
         return command === undefined ? 2 : 0;
       default:
-        throw new UsageError(`unknown command "${command}" (commands: run, serve, demo; see leash --help)`);
+        throw new UsageError(`unknown command "${command}" (commands: run, serve, demo, debug; see leash --help)`);
     }
   } catch (err) {
     if (err instanceof UsageError || err instanceof HostListError) {

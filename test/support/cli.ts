@@ -27,10 +27,10 @@ export interface CliProcess {
  * machine leak in), no agent and no terminal. `limitMs` is a hang detector, not a timing
  * assertion: a CLI that never exits is killed and the test fails on its exit code.
  */
-export function startCli(args: readonly string[], options: { home: string; env?: Record<string, string>; limitMs?: number }): CliProcess {
+export function startCli(args: readonly string[], options: { home: string; env?: Record<string, string>; limitMs?: number; cwd?: string }): CliProcess {
   const started = performance.now();
   const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: options.home, USER: os.userInfo().username, ...options.env };
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'], ...(options.cwd === undefined ? {} : { cwd: options.cwd }) });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -46,7 +46,7 @@ export function startCli(args: readonly string[], options: { home: string; env?:
 }
 
 /** Runs `leash ARGS` to completion. */
-export function runCli(args: readonly string[], options: { home: string; env?: Record<string, string>; limitMs?: number }): Promise<CliResult> {
+export function runCli(args: readonly string[], options: { home: string; env?: Record<string, string>; limitMs?: number; cwd?: string }): Promise<CliResult> {
   return startCli(args, options).done;
 }
 
