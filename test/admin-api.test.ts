@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { readFile, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gunzipSync } from 'node:zlib';
@@ -237,6 +238,23 @@ void describe('leash debug (CLI)', () => {
     assert.match(path.basename(written), /^leash-heap-[^:]+\.pb\.gz$/);
     assert.ok(gunzipSync(await readFile(written)).length > 0);
     await rm(written);
+  });
+});
+
+void describe('leash serve and its admin address', () => {
+  void test('an admin address in use refuses to start with one line naming it and the setting, exit 1', async () => {
+    const holder = net.createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const port = (holder.address() as net.AddressInfo).port;
+    const dir = await tempHome();
+    try {
+      const r = await runCli(['serve', '--listen', '127.0.0.1:0', '--admin-listen', `127.0.0.1:${port}`, '--data', path.join(dir.home, 'data')], { home: dir.home });
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stderr, `leash: cannot listen on 127.0.0.1:${port} for the admin (/debug) listener: the address is in use (is another leash serve running?); choose another with adminListen / --admin-listen / LEASH_ADMIN_LISTEN (or off)\n`);
+    } finally {
+      await new Promise<void>((resolve) => holder.close(() => resolve()));
+      await dir.remove();
+    }
   });
 });
 

@@ -23,7 +23,7 @@ import { HostKeyVerifier } from '../ssh/host-key-verifier.ts';
 import { SshRemoteExec } from '../ssh/remote-exec.ts';
 import { openStore } from '../store/open-store.ts';
 import type { TaskStore } from '../store/task-store.ts';
-import type { AdminAddress, ServeConfig } from './config.ts';
+import { formatListenAddress, type AdminAddress, type ServeConfig } from './config.ts';
 
 /** Secrets never reach a log line, whatever object they hide in (pino redaction paths). */
 export const REDACTED_PATHS = [
@@ -37,6 +37,23 @@ export const REDACTED_PATHS = [
   '*.stdin',
   '*.env',
 ];
+
+/** A listener could not bind its address (in use, not permitted, no such address): names which one and why. */
+export class ListenError extends Error {
+  override readonly name = 'ListenError';
+}
+
+/** Binds a listener; a failure becomes a {@link ListenError} naming the listener, address and setting. */
+async function listenOrExplain(what: string, setting: string, shown: string, listen: () => Promise<string>): Promise<string> {
+  try {
+    return await listen();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === undefined || !/^E[A-Z]+$/.test(code)) throw err;
+    const why = code === 'EADDRINUSE' ? 'the address is in use (is another leash serve running?)' : code === 'EACCES' ? 'permission denied' : code === 'EADDRNOTAVAIL' ? 'no such local address' : code;
+    throw new ListenError(`cannot listen on ${shown} for the ${what}: ${why}; choose another with ${setting}`, { cause: err });
+  }
+}
 
 /** A running `leash serve`. */
 export interface RunningService {
@@ -185,7 +202,7 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
       defaultIdentity: config.defaultIdentity ?? (demo ? DEMO_IDENTITY : null),
     });
     cleanups.push(() => api.close());
-    const address = await api.listen({ host: config.listen.host, port: config.listen.port });
+    const address = await listenOrExplain('API', 'listen / --listen / LEASH_LISTEN', formatListenAddress(config.listen), () => api.listen({ host: config.listen.host, port: config.listen.port }));
 
     let adminUrl: string | null = null;
     if (config.adminListen) {
@@ -202,7 +219,8 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
         maxProfileSeconds: config.diagnostics.maxProfileSeconds,
       });
       cleanups.push(() => admin.close());
-      adminUrl = await listenAdmin(admin, config.adminListen);
+      const at = config.adminListen;
+      adminUrl = await listenOrExplain('admin (/debug) listener', 'adminListen / --admin-listen / LEASH_ADMIN_LISTEN (or off)', 'path' in at ? `unix:${at.path}` : formatListenAddress(at), () => listenAdmin(admin, at));
     }
     logger.info({ url: address, adminUrl, demo: demo !== null, interrupted: interrupted.length }, 'leash serve listening');
 

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { assertSafeListen, ConfigError, loadConfig } from '../app/config.ts';
-import { startService } from '../app/app.ts';
+import { ListenError, startService } from '../app/app.ts';
 import { ledger } from '../lifecycle/ledger.ts';
 import { taskTable } from '../lifecycle/task-table.ts';
 import { IdentityError } from '../service/identities.ts';
@@ -58,6 +58,10 @@ export async function serveCommand(argv: readonly string[], io: CliIo): Promise<
     service = await startService(config, { demo: values.demo ?? false, env: io.env, ledger, tasks: taskTable });
   } catch (err) {
     if (err instanceof IdentityError) throw new UsageError(`configuration: ${err.message}`);
+    if (err instanceof ListenError) {
+      io.stderr.write(`leash: ${err.message}\n`);
+      return 1;
+    }
     throw err;
   }
   io.stderr.write(welcome(service.url, service.adminUrl, service.demo, config.tokens.length > 0));
