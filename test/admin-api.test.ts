@@ -123,7 +123,8 @@ void describe('admin listener', () => {
 
       const resources = await get('/debug/resources?debug=1');
       assert.match(resources.text(), /^resources: total \d+\n/);
-      assert.match(resources.text(), /\n1 @ kind=ssh-connection owner=task oldest=/);
+      assert.match(resources.text(), /\n1 @ kind=ssh-connection owner=pool oldest=/, 'a pooled connection belongs to the pool');
+      assert.match(resources.text(), /\n1 @ kind=channel owner=task oldest=/, 'its channel to the task');
       assert.match(resources.text(), /\n1 @ kind=database owner=store oldest=/);
       const listed = (await get('/debug/resources?debug=2&format=json')).json();
       const channel = listed.resources.find((r: { kind: string; owner: string }) => r.kind === 'channel' && r.owner === id);

@@ -100,6 +100,26 @@ describe('tasks', () => {
     await waitUntil('the wait to be dropped', () => !ledger.live().some((e) => e.attrs.purpose === 'wait'), 5000);
   });
 
+  test('tasks to one host share a pooled connection; reuse: false and retries are per task', async () => {
+    const first = await service.request('POST', '/v1/tasks', task('echo a', { wait: 20 }));
+    const second = await service.request('POST', '/v1/tasks', task('echo b', { wait: 20 }));
+    assert.equal(second.body.status, 'ok', JSON.stringify(second.body.error));
+    assert.equal(first.body.result.stdout, 'a\n');
+    assert.deepEqual(
+      second.body.stages.map((s: { stage: string }) => s.stage),
+      ['queued', 'channel', 'running', 'closing'],
+      'the second borrowed the first one\'s connection',
+    );
+    const own = await service.request('POST', '/v1/tasks', task('echo c', { wait: 20, reuse: false, retries: 1 }));
+    assert.equal(own.body.status, 'ok');
+    assert.ok(own.body.stages.some((s: { stage: string }) => s.stage === 'handshake'), 'reuse: false dials its own');
+    const bad = await service.request('POST', '/v1/tasks', task('true', { retries: 9 }));
+    assert.equal(bad.status, 400);
+    assert.match(bad.body.error.message, /retries/);
+    const metrics = await service.request('GET', '/metrics');
+    assert.match(String(metrics.body), /^leash_ssh_connections\{state="idle"\} [1-9]/m, 'the pooled connection shows as idle');
+  });
+
   test('an unreachable host is an error with its code and stage, not an HTTP error', async () => {
     const r = await service.request('POST', '/v1/tasks', { host: '127.0.0.1', port: 1, command: 'true', wait: 20 });
     assert.equal(r.status, 200);
@@ -122,7 +142,8 @@ describe('tasks', () => {
 
 describe('server-sent events', () => {
   test('stages, output chunks and the final result, in order', async () => {
-    const r = await service.request('POST', '/v1/tasks', task('echo one; sleep 0.2; echo two >&2; sleep 0.2'));
+    // A connection of its own, so that every stage shows (a pooled one skips connecting to auth).
+    const r = await service.request('POST', '/v1/tasks', task('echo one; sleep 0.2; echo two >&2; sleep 0.2', { reuse: false }));
     const events = await readEvents(service.url, r.body.id);
     const kinds = events.map((e) => e.event);
     assert.equal(kinds[kinds.length - 1], 'result');

@@ -131,6 +131,11 @@ retention:
   intervalMs: 10m
 shutdownGraceMs: 45s
 logLevel: debug
+pool:
+  reuse: false
+  maxConnectionsPerHost: 2
+  maxChannelsPerConnection: 4
+  idleTtlMs: 2m
 diagnostics:
   watchdogIntervalMs: 10s
   maxTaskAgeMs: 2h
@@ -166,6 +171,7 @@ void describe('loadConfig', () => {
       retention: { maxAgeMs: 30 * 24 * 3_600_000, maxRows: 100_000, intervalMs: 3_600_000 },
       shutdownGraceMs: 30_000,
       logLevel: 'info',
+      pool: { reuse: true, maxConnectionsPerHost: 4, maxChannelsPerConnection: 8, idleTtlMs: 30_000 },
       diagnostics: { watchdogIntervalMs: 30_000, maxTaskAgeMs: 0, redactPatterns: [], maxProfileSeconds: 60, dumpLimit: 1000, heapSampling: true },
     } satisfies ServeConfig);
   });
@@ -223,6 +229,7 @@ void describe('loadConfig', () => {
       retention: { maxAgeMs: 7 * 24 * 3_600_000, maxRows: 5000, intervalMs: 600_000 },
       shutdownGraceMs: 45_000,
       logLevel: 'debug',
+      pool: { reuse: false, maxConnectionsPerHost: 2, maxChannelsPerConnection: 4, idleTtlMs: 120_000 },
       diagnostics: { watchdogIntervalMs: 10_000, maxTaskAgeMs: 7_200_000, redactPatterns: ['db-pass=(\\S+)'], maxProfileSeconds: 120, dumpLimit: 50, heapSampling: false },
     } satisfies ServeConfig);
     assert.doesNotThrow(() => assertSafeListen(config), 'tokens make 0.0.0.0 acceptable');

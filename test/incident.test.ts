@@ -73,6 +73,9 @@ void describe('the incident: 1000 tasks to a server that never speaks', () => {
         defaults: { timeouts: { handshakeMs: 0 } },
         limits: LIMITS,
         diagnostics: { watchdogIntervalMs: '250ms', maxTaskAgeMs: '3s' },
+        // The incident's stack had no pool: every task dialled on its own (the pool would have
+        // held all but 4 of them back, waiting for a connection slot).
+        pool: { reuse: false },
         shutdownGraceMs: '1s',
       },
     });
@@ -112,7 +115,7 @@ void describe('the incident: 1000 tasks to a server that never speaks', () => {
 
   void test('default deadlines: all 1000 end handshake-timeout; dumps, gauges and the ledger return to zero', async () => {
     silent ??= await startHostileServer('silent-tcp');
-    const service = await startTestService(null, { demo: true, extra: { limits: LIMITS, diagnostics: { watchdogIntervalMs: '1s' } } });
+    const service = await startTestService(null, { demo: true, extra: { limits: LIMITS, pool: { reuse: false }, diagnostics: { watchdogIntervalMs: '1s' } } });
     try {
       const ids = await submitAll(service, silent.port);
       // The default handshake deadline is 15 s; all of them must be over well within twice that.

@@ -226,7 +226,7 @@ void describe('leash metrics', () => {
         code: new Set([...ERROR_CODES, 'none']),
         // Resource kinds, GC kinds (leash_gc_*) and leak kinds (leash_leaks_total).
         kind: new Set(['socket', 'ssh-connection', 'channel', 'timer', 'agent-socket', 'child-process', 'server', 'database', 'minor', 'major', 'incremental', 'weakcb', 'other', ...LEAK_KINDS]),
-        state: new Set(['open']),
+        state: new Set(['open', 'idle', 'busy', 'connecting']),
         le: new Set([...STAGE_SECONDS_BUCKETS.map(String), '+Inf']),
       };
       for (const s of parse(text)) {

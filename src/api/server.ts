@@ -224,6 +224,8 @@ function taskRequest(body: TaskRequestBody): TaskRequest {
     stdin: body.stdin ?? null,
     timeouts: body.timeouts ?? {},
     maxOutputBytes: body.maxOutputBytes ?? null,
+    reuse: body.reuse ?? null,
+    retries: body.retries ?? 0,
   };
 }
 
@@ -261,6 +263,8 @@ function batchRequest(body: BatchRequestBody, hosts: HostSpec[]): BatchRequest {
     stdin: body.stdin ?? null,
     timeouts: body.timeouts ?? {},
     maxOutputBytes: body.maxOutputBytes ?? null,
+    reuse: body.reuse ?? null,
+    retries: body.retries ?? 0,
     concurrency: body.concurrency ?? 32,
     maxErrors: body.maxErrors ?? '100%',
     onBudgetExhausted: body.onBudgetExhausted ?? 'finish',

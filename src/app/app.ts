@@ -19,6 +19,7 @@ import { hardDeadlineMs } from '../service/task-spec.ts';
 import { AD_HOC_FLOW, TaskService } from '../service/task-service.ts';
 import { startDemoTarget, type DemoTarget } from '../ssh/demo-target.ts';
 import { parseSingleKey } from '../ssh/ephemeral-keys.ts';
+import { ConnectionPool, POOL_OWNER } from '../ssh/connection-pool.ts';
 import { HostKeyVerifier } from '../ssh/host-key-verifier.ts';
 import { SshRemoteExec } from '../ssh/remote-exec.ts';
 import { openStore } from '../store/open-store.ts';
@@ -86,7 +87,7 @@ export interface ServiceOptions {
 const DEMO_IDENTITY = 'demo';
 
 /** Ledger owners that are long-lived parts of the service rather than tasks. */
-export const COMPONENT_OWNERS: ReadonlySet<string> = new Set(['store', 'demo-target', 'retention', 'event-stream', 'task-service']);
+export const COMPONENT_OWNERS: ReadonlySet<string> = new Set(['store', 'demo-target', 'retention', 'event-stream', 'task-service', POOL_OWNER]);
 
 /**
  * Wires the service together (the one composition root, STYLE.md) and starts it: store
@@ -141,10 +142,17 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
       perTargetHandshakes: config.limits.perTargetHandshakes,
     });
     scheduler.openFlow(AD_HOC_FLOW, { capacity: config.limits.queueCapacity });
+    const pool = new ConnectionPool(ledger, {
+      maxConnectionsPerKey: config.pool.maxConnectionsPerHost,
+      maxChannelsPerConnection: config.pool.maxChannelsPerConnection,
+      idleTtlMs: config.pool.idleTtlMs,
+    });
+    // Closed after the task service drained (cleanups run newest first).
+    cleanups.push(() => pool.close());
     const taskService = new TaskService({
       store,
       scheduler,
-      remote: new SshRemoteExec(),
+      remote: new SshRemoteExec({ pool }),
       ledger,
       tasks,
       identities,
@@ -154,6 +162,7 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
         timeouts: config.defaults.timeouts,
         keepalive: config.defaults.keepalive,
         maxOutputBytes: config.defaults.maxOutputBytes,
+        reuse: config.pool.reuse,
         defaultIdentity: config.defaultIdentity ?? (demo ? DEMO_IDENTITY : null),
         queueCapacity: config.limits.queueCapacity,
         eventOutputBudget: 256 * 1024,
@@ -182,6 +191,7 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
       ledger,
       tasks,
       leaks: () => watchdog?.counts() ?? new Map(),
+      pool: () => pool.stats(),
       leakKinds: LEAK_KINDS,
       maxTaskDeadlineSeconds: maxDeadlineMs === null ? 0 : maxDeadlineMs / 1000,
     });

@@ -104,6 +104,15 @@ export interface ServeConfig {
   };
   tokens: TokenConfig[];
   retention: { maxAgeMs: number; maxRows: number; intervalMs: number };
+  /** SSH connections kept open between tasks (src/ssh/connection-pool.ts). */
+  pool: {
+    /** Whether tasks borrow pooled connections unless a task says `reuse: false`. */
+    reuse: boolean;
+    maxConnectionsPerHost: number;
+    /** Below sshd's default MaxSessions (10): a kill needs a channel of its own. */
+    maxChannelsPerConnection: number;
+    idleTtlMs: number;
+  };
   diagnostics: {
     /** How often the leak watchdog looks; 0 turns it off. */
     watchdogIntervalMs: number;
@@ -178,6 +187,7 @@ const DEFAULT_LIMITS: ServeConfig['limits'] = {
   bodyLimitBytes: MIB,
 };
 const DEFAULT_RETENTION: ServeConfig['retention'] = { maxAgeMs: 30 * DAY, maxRows: 100_000, intervalMs: HOUR };
+const DEFAULT_POOL: ServeConfig['pool'] = { reuse: true, maxConnectionsPerHost: 4, maxChannelsPerConnection: 8, idleTtlMs: 30 * SECOND };
 const DEFAULT_DIAGNOSTICS: ServeConfig['diagnostics'] = { watchdogIntervalMs: 30 * SECOND, maxTaskAgeMs: 0, redactPatterns: [], maxProfileSeconds: 60, dumpLimit: 1000, heapSampling: true };
 const DEFAULT_SHUTDOWN_GRACE_MS = 30 * SECOND;
 const DEFAULT_READ_KNOWN_HOSTS = ['~/.ssh/known_hosts'];
@@ -288,6 +298,17 @@ const FileSchema = Type.Object(
     ),
     shutdownGraceMs: Type.Optional(Duration),
     logLevel: Type.Optional(oneOf(LOG_LEVELS)),
+    pool: Type.Optional(
+      Type.Object(
+        {
+          reuse: Type.Optional(Type.Boolean()),
+          maxConnectionsPerHost: Type.Optional(Count(1)),
+          maxChannelsPerConnection: Type.Optional(Count(1)),
+          idleTtlMs: Type.Optional(Duration),
+        },
+        Strict,
+      ),
+    ),
     diagnostics: Type.Optional(
       Type.Object(
         {
@@ -500,6 +521,14 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Serve
   const levelOverride = override(['logLevel'], 'LEASH_LOG_LEVEL');
   const logLevel = levelOverride ? oneOfText(levelOverride.text, LOG_LEVELS, levelOverride.at) : (f.logLevel ?? 'info');
 
+  const p = f.pool ?? {};
+  const pool: ServeConfig['pool'] = {
+    reuse: p.reuse ?? DEFAULT_POOL.reuse,
+    maxConnectionsPerHost: p.maxConnectionsPerHost ?? DEFAULT_POOL.maxConnectionsPerHost,
+    maxChannelsPerConnection: p.maxChannelsPerConnection ?? DEFAULT_POOL.maxChannelsPerConnection,
+    idleTtlMs: durationAt(p.idleTtlMs, inFile('pool', 'idleTtlMs'), { max: DAY }) ?? DEFAULT_POOL.idleTtlMs,
+  };
+
   const d = f.diagnostics ?? {};
   const redactPatterns = (d.redactPatterns ?? []).map((pattern, i) => {
     try {
@@ -517,7 +546,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Serve
     dumpLimit: d.dumpLimit ?? DEFAULT_DIAGNOSTICS.dumpLimit,
     heapSampling: d.heapSampling ?? DEFAULT_DIAGNOSTICS.heapSampling,
   };
-  return { listen, adminListen, store, dataDir, identities, defaultIdentity, hostKeys, defaults, limits, tokens, retention, shutdownGraceMs, logLevel, diagnostics };
+  return { listen, adminListen, store, dataDir, identities, defaultIdentity, hostKeys, defaults, limits, tokens, retention, pool, shutdownGraceMs, logLevel, diagnostics };
 }
 
 /**

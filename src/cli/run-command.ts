@@ -10,6 +10,7 @@ import type { TaskSpec } from '../service/task-spec.ts';
 import type { Credentials } from '../ssh/credentials.ts';
 import { startDemoTarget, type DemoTarget } from '../ssh/demo-target.ts';
 import { HostKeyFileError, HostKeyVerifier } from '../ssh/host-key-verifier.ts';
+import { ConnectionPool } from '../ssh/connection-pool.ts';
 import { SshRemoteExec } from '../ssh/remote-exec.ts';
 import { loadCredentials } from './load-credentials.ts';
 import type { CliIo } from './main.ts';
@@ -19,6 +20,9 @@ import { UsageError } from './usage-error.ts';
 
 /** Exit status after Ctrl-C, as shells report a death by SIGINT. */
 const EXIT_INTERRUPTED = 130;
+
+/** How long `leash run` keeps an unused connection for another task to the same host. */
+const CLI_POOL_IDLE_MS = 2000;
 
 /**
  * `leash run`: validates everything up front (exit 2 on any bad input, before a single
@@ -45,6 +49,8 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
   };
   process.on('SIGINT', onSigint);
   let demo: DemoTarget | null = null;
+  // Each host usually appears once: a connection left unused closes soon, not at the end.
+  const pool = new ConnectionPool(ledger, { idleTtlMs: CLI_POOL_IDLE_MS });
   try {
     const warn = (line: string): void => void io.stderr.write(`${line}\n`);
     const credentials = await loadCredentials(options, { env: io.env, interactive: io.interactive, signal: cancel.signal, warn });
@@ -64,7 +70,7 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
       once: true,
     });
     let allOk = true;
-    await fanOut(specs, { remote: new SshRemoteExec(), ledger, tasks: taskTable }, {
+    await fanOut(specs, { remote: new SshRemoteExec({ pool }), ledger, tasks: taskTable }, {
       concurrency: options.concurrency,
       signal: cancel.signal,
       onReport: (report) => {
@@ -77,6 +83,7 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
     return allOk ? 0 : 1;
   } finally {
     process.off('SIGINT', onSigint);
+    await pool.close();
     await demo?.close();
   }
 }
@@ -90,6 +97,8 @@ function taskSpec(options: RunOptions, target: TaskSpec['target'], credentials: 
     maxOutputBytes: options.maxOutputBytes,
     credentials,
     hostKeys,
+    reuse: options.reuse,
+    retries: options.retries,
   };
 }
 

@@ -44,6 +44,11 @@ Deadlines (500ms, 10s, 2m, 1h; 0 disables):
   --keepalive-interval D   SSH keepalive interval (default: 15s)
   --keepalive-count N      unanswered keepalives before the peer is dead (default: 3)
 
+Connections:
+  --no-reuse               a fresh connection per task, closed after it (default: pooled)
+  --retries N              retry a host on a fresh connection when it fails before its
+                           command started: refused, timed out, lost (default: 0)
+
 Output:
   --concurrency N          hosts at once (default: 32)
   --max-output BYTES       bytes kept per stream and host, head and tail (default: 1M; K, M, G suffixes)
@@ -61,6 +66,10 @@ export interface RunOptions {
   readonly timeouts: TaskTimeouts;
   readonly keepalive: KeepaliveOptions;
   readonly concurrency: number;
+  /** Borrow pooled connections (default); `--no-reuse`: one fresh connection per task. */
+  readonly reuse: boolean;
+  /** `--retries N`: further attempts on a fresh connection when a host fails before its command started. */
+  readonly retries: number;
   readonly maxOutputBytes: number;
   readonly json: boolean;
   readonly group: boolean;
@@ -124,6 +133,8 @@ export async function parseRunOptions(argv: readonly string[], env: NodeJS.Proce
         values['keepalive-count'] === undefined ? DEFAULT_KEEPALIVE.countMax : parseInteger(values['keepalive-count'], '--keepalive-count', 1, 100),
     },
     concurrency: values.concurrency === undefined ? 32 : parseInteger(values.concurrency, '--concurrency', 1, 10_000),
+    reuse: !(values['no-reuse'] ?? false),
+    retries: values.retries === undefined ? 0 : parseInteger(values.retries, '--retries', 0, 5),
     maxOutputBytes: values['max-output'] === undefined ? DEFAULT_MAX_OUTPUT_BYTES : parseByteSize(values['max-output'], '--max-output'),
     json: values.json ?? false,
     group: values.group ?? false,
@@ -165,6 +176,8 @@ function parseFlags(argv: readonly string[]) {
         'keepalive-interval': { type: 'string' },
         'keepalive-count': { type: 'string' },
         concurrency: { type: 'string' },
+        'no-reuse': { type: 'boolean' },
+        retries: { type: 'string' },
         'max-output': { type: 'string' },
         json: { type: 'boolean' },
         group: { type: 'boolean' },

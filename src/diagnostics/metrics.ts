@@ -41,6 +41,8 @@ export interface MetricsOptions {
   leakKinds?: readonly string[];
   /** The largest hard deadline a task can have, seconds; 0 when a stage deadline is disabled. */
   maxTaskDeadlineSeconds?: number;
+  /** Pooled SSH connections by state, for `leash_ssh_connections{state}`. */
+  pool?: () => { readonly idle: number; readonly busy: number; readonly connecting: number };
   /** Samples event-loop delay and counts GCs (small, stoppable costs); default true. */
   runtimeMetrics?: boolean;
 }
@@ -94,11 +96,13 @@ export function createMetrics(options: MetricsOptions): LeashMetrics {
   });
   new Gauge({
     name: `${prefix}ssh_connections`,
-    help: 'SSH connections by state ("open": registered in the resource ledger).',
+    help: 'SSH connections by state: "open" every one in the resource ledger; of the pooled ones "idle", "busy" (channels in use) and "connecting".',
     labelNames: ['state'] as const,
     registers,
     collect() {
       this.set({ state: 'open' }, ledger.liveCount('ssh-connection'));
+      const pool = options.pool?.();
+      if (pool) for (const state of ['idle', 'busy', 'connecting'] as const) this.set({ state }, pool[state]);
     },
   });
   new Gauge({

@@ -55,6 +55,8 @@ export async function runTask(spec: TaskSpec, deps: TaskRunnerDeps, options: Run
         keepalive: spec.keepalive,
         credentials: spec.credentials,
         hostKeys: spec.hostKeys,
+        ...(spec.reuse === undefined ? {} : { reuse: spec.reuse }),
+        ...(spec.retries === undefined ? {} : { retries: spec.retries }),
         exec: {
           command: spec.command,
           timeouts: spec.timeouts,

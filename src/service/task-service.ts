@@ -30,6 +30,10 @@ export interface TaskRequest {
   readonly stdin: string | null;
   readonly timeouts: Partial<TaskTimeouts>;
   readonly maxOutputBytes: number | null;
+  /** Borrow a pooled connection; null: the policy's default. */
+  readonly reuse: boolean | null;
+  /** Further attempts on a fresh connection for a failure before the command started. */
+  readonly retries: number;
 }
 
 /** Defaults and limits the service applies to every request. */
@@ -37,6 +41,8 @@ export interface TaskServicePolicy {
   readonly timeouts: TaskTimeouts;
   readonly keepalive: KeepaliveOptions;
   readonly maxOutputBytes: number;
+  /** Whether tasks borrow pooled connections unless they say otherwise. */
+  readonly reuse: boolean;
   readonly defaultIdentity: string | null;
   /** Queued ad-hoc tasks at most; beyond, submissions get `queue-full`. */
   readonly queueCapacity: number;
@@ -164,6 +170,8 @@ export class TaskService {
       maxOutputBytes,
       credentials: identity.credentials,
       hostKeys: identity.hostKeys ?? this.#deps.hostKeys,
+      reuse: request.reuse ?? policy.reuse,
+      retries: request.retries,
     };
     return { record, spec };
   }

@@ -39,6 +39,10 @@ export interface TaskSpec {
   readonly maxOutputBytes: number;
   readonly credentials: Credentials;
   readonly hostKeys: HostKeyVerifier;
+  /** Borrow a pooled connection when the runner has a pool (default true). */
+  readonly reuse?: boolean;
+  /** Further attempts on a fresh connection for a failure before the command started (default 0). */
+  readonly retries?: number;
 }
 
 /**

@@ -1,8 +1,10 @@
-import { asTaskError, type LeashError } from '../lifecycle/errors.ts';
+import { asTaskError, type ErrorCode, type LeashError } from '../lifecycle/errors.ts';
 import type { ResourceLedger } from '../lifecycle/ledger.ts';
+import { canEnter } from '../lifecycle/stages.ts';
 import type { TaskProgress } from '../lifecycle/task-table.ts';
 import { connectSsh, type ConnectTimeouts, type KeepaliveOptions } from './connect.ts';
-import type { SshTarget } from './connection.ts';
+import type { ConnectionPool, Lease } from './connection-pool.ts';
+import type { SshConnection, SshTarget } from './connection.ts';
 import type { Credentials } from './credentials.ts';
 import { execCommand, type ExecRequest, type ExecResult } from './exec.ts';
 import type { HostKeyVerifier } from './host-key-verifier.ts';
@@ -16,6 +18,10 @@ export interface RemoteCommand {
   readonly credentials: Credentials;
   readonly hostKeys: HostKeyVerifier;
   readonly exec: ExecRequest;
+  /** Borrow a pooled connection (default, when a pool is configured); false: a fresh one, closed after. */
+  readonly reuse?: boolean;
+  /** Further attempts on a fresh connection for a failure before the command started. Default 0. */
+  readonly retries?: number;
 }
 
 /** The ledger, the live task that owns the work, and its cancel signal. */
@@ -37,9 +43,19 @@ export interface RemoteExec {
 /** How long a polite SSH disconnect may take before the socket is destroyed. */
 const CLOSE_GRACE_MS = 1000;
 
-/** {@link RemoteExec} over a fresh SSH connection per command. */
+/**
+ * {@link RemoteExec} over SSH: on a connection borrowed from a {@link ConnectionPool} when
+ * there is one (and the command allows reuse), else on a fresh connection per command.
+ */
 export class SshRemoteExec implements RemoteExec {
+  readonly #pool: ConnectionPool | null;
+
+  constructor(options: { pool?: ConnectionPool | null } = {}) {
+    this.#pool = options.pool ?? null;
+  }
+
   async run(command: RemoteCommand, scope: RemoteScope): Promise<ExecResult> {
+    if (this.#pool && command.reuse !== false) return this.#pooled(this.#pool, command, scope);
     const { ledger, task, signal } = scope;
     let connection;
     try {
@@ -61,6 +77,138 @@ export class SshRemoteExec implements RemoteExec {
       else await connection.destroy();
     }
   }
+
+  /**
+   * One command on a pooled connection. A channel the server refuses while others are open
+   * (its MaxSessions is below ours) moves the task to another connection — not a failure;
+   * so does a borrowed connection found dead. Other failures before the command started are
+   * retried on a fresh connection only as often as `retries` allows. The connection goes back to the pool unless it broke.
+   */
+  async #pooled(pool: ConnectionPool, command: RemoteCommand, scope: RemoteScope): Promise<ExecResult> {
+    const { ledger, task, signal } = scope;
+    const key = poolKey(command);
+    const cap = command.exec.maxOutputBytes;
+    let progress: TaskProgress = task;
+    let retriesLeft = command.retries ?? 0;
+    let moves = pool.limits.maxConnectionsPerKey;
+    let fresh = false;
+    let staleRetried = false;
+    for (;;) {
+      let lease: Lease;
+      try {
+        const dial = (): Promise<SshConnection> => connectSsh({ ...command, ledger, task: progress, signal });
+        lease = await pool.acquire(key, progress, signal, command.timeouts.connectMs, dial, { fresh });
+      } catch (err) {
+        const error = asTaskError(err, task.stage);
+        if (retriesLeft > 0 && isRetryable(error.code)) {
+          retriesLeft--;
+          progress = resumable(task);
+          fresh = true;
+          continue;
+        }
+        return failedBeforeExec(error, cap);
+      }
+      let result: ExecResult;
+      try {
+        result = await execCommand(lease.connection, command.exec, { ledger, task: progress, signal });
+      } catch (err) {
+        lease.release(true);
+        return failedBeforeExec(asTaskError(err, task.stage), cap);
+      }
+      const error = result.error;
+      if (error && !commandStarted(task)) {
+        const refused = error.code === 'channel-open-failed' && lease.connection.alive && lease.channelsInUse > 1;
+        if (refused && moves > 0) {
+          moves--;
+          lease.markFull();
+          lease.release(false);
+          progress = resumable(task);
+          continue;
+        }
+        lease.release(true);
+        // A pooled connection that died while it sat idle (its death not yet noticed) is the
+        // pool's failure, not the host's: one more try on a fresh connection, free.
+        const stale = lease.reused && !lease.connection.alive && !staleRetried;
+        if (stale || (retriesLeft > 0 && isRetryable(error.code))) {
+          if (stale) staleRetried = true;
+          else retriesLeft--;
+          progress = resumable(task);
+          fresh = true;
+          continue;
+        }
+        return result;
+      }
+      if (task.stage !== 'closing') task.enter('closing');
+      lease.release(!reusableAfter(result, lease.connection));
+      return result;
+    }
+  }
+}
+
+/** Failures before the command started that a fresh connection may cure. */
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['connect-refused', 'connect-timeout', 'handshake-timeout', 'auth-timeout', 'channel-open-failed', 'connection-lost', 'protocol-error', 'dns-error']);
+
+function isRetryable(code: ErrorCode): boolean {
+  return RETRYABLE.has(code);
+}
+
+function commandStarted(task: TaskProgress & { history?: ReadonlyArray<{ stage: string }> }): boolean {
+  return task.stage === 'running' || task.stage === 'closing' || (task.history?.some((m) => m.stage === 'running') ?? false);
+}
+
+/** Endings after which the connection is still sound: the command ended, or was stopped and confirmed dead. */
+function reusableAfter(result: ExecResult, connection: SshConnection): boolean {
+  if (!connection.alive || connection.firstError !== null) return false;
+  if (!result.error) return true;
+  const stopped = result.error.code === 'command-timeout' || result.error.code === 'idle-timeout' || result.error.code === 'cancelled';
+  return stopped && result.killConfirmed === true;
+}
+
+/**
+ * The task as seen by a second attempt: stages it already passed are not entered again
+ * (stages only move forward), so a task that reached `channel` can dial anew.
+ */
+function resumable(task: TaskProgress): TaskProgress {
+  return {
+    get id() {
+      return task.id;
+    },
+    get stage() {
+      return task.stage;
+    },
+    get waiting() {
+      return task.waiting;
+    },
+    enter(stage) {
+      if (canEnter(task.stage, stage)) task.enter(stage);
+    },
+    wait(what) {
+      task.wait(what);
+    },
+  };
+}
+
+/** Small ids for the objects that make two connections interchangeable (compared by identity). */
+const objectIds = new WeakMap<object, number>();
+let nextObjectId = 1;
+
+function idOf(object: object): number {
+  let id = objectIds.get(object);
+  if (id === undefined) {
+    id = nextObjectId++;
+    objectIds.set(object, id);
+  }
+  return id;
+}
+
+/**
+ * Two commands may share a connection when everything that shaped it is the same: where,
+ * as whom, with which credentials and host key policy, and its keepalive settings.
+ */
+function poolKey(command: RemoteCommand): string {
+  const { host, port, user } = command.target;
+  const { intervalMs, countMax } = command.keepalive;
+  return `${user}@${host}:${port}|cred ${idOf(command.credentials)}|keys ${idOf(command.hostKeys)}|ka ${intervalMs}x${countMax}`;
 }
 
 function failedBeforeExec(error: LeashError, cap: number): ExecResult {
