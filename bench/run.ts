@@ -10,6 +10,11 @@
 // 3. API overhead (issue 3): the same task through `POST /v1/tasks` with `wait` of a
 //    `leash serve` in this process vs the core called directly, sequential and 16 clients vs
 //    fanOut concurrency 16, alternating; the service adds at most 10% (target).
+// 4. Diagnostics cost (issue 4): (a) part 3's service workload with the optional diagnostics
+//    off vs on (leak watchdog every 1 s, heap sampling, /metrics scraped every 1 s and
+//    /debug/tasks?debug=1 every 5 s), one service at a time, alternating; on costs at most 3%
+//    (target). (b) /debug/tasks with 10,000 live tasks injected into the task table: cold and
+//    warm dumps over HTTP and in process, the event-loop pause, and µs per live task.
 //
 // Full run → bench/RESULTS.md; --quick → bench/out/RESULTS-quick.md (gitignored).
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -30,6 +35,20 @@ import {
   type ApiRepResult,
   type ServiceLimits,
 } from './lib/api.ts';
+import {
+  DIAG_SETTINGS,
+  diagRepetition,
+  measureDumps,
+  SCRAPE_DUMP_MS,
+  SCRAPE_METRICS_MS,
+  startDiagService,
+  taskCostUs,
+  type DiagName,
+  type DiagRep,
+  type DumpResult,
+  type DumpTiming,
+  type PerIteration,
+} from './lib/diagnostics.ts';
 import {
   assertLedgerEmpty,
   leashContender,
@@ -69,6 +88,18 @@ interface Config {
     readonly minReps: number;
     readonly budgetS: { readonly sequential: number; readonly concurrent: number };
   };
+  /** Part 4, diagnostics cost: 4a's sizes, repetitions and budgets; 4b's live tasks, warm dumps and iterations. */
+  readonly diag: {
+    readonly seqTasks: number;
+    readonly concTasks: number;
+    readonly concurrency: number;
+    readonly reps: number;
+    readonly minReps: number;
+    readonly budgetS: { readonly sequential: number; readonly concurrent: number };
+    readonly dumpTasks: number;
+    readonly warmDumps: number;
+    readonly taskCostIterations: number;
+  };
 }
 
 const FULL: Config = {
@@ -81,12 +112,14 @@ const FULL: Config = {
   budgetS: { sequential: 300, concurrent: 240 },
   stuck: 2000,
   stuckWarmup: 200,
-  deadlineMs: 15 * 60_000,
+  deadlineMs: 20 * 60_000,
   // An even number of repetitions, so each contender goes first equally often.
   api: { seqTasks: 50, concTasks: 96, concurrency: 16, reps: 6, minReps: 5, budgetS: { sequential: 150, concurrent: 120 } },
+  // Part 3's workload; each repetition also starts, warms up and stops a service per contender.
+  diag: { seqTasks: 50, concTasks: 96, concurrency: 16, reps: 6, minReps: 4, budgetS: { sequential: 150, concurrent: 120 }, dumpTasks: 10_000, warmDumps: 20, taskCostIterations: 100_000 },
 };
-// --quick must end within 2 minutes on a 2-core machine: with others' tests on the same
-// cores a scenario may stop at 3 repetitions, and the output says so.
+// --quick must end within about 3 minutes on a 2-core machine: with others' tests on the same
+// cores a scenario may stop at 3 repetitions (part 4: 2), and the output says so.
 const QUICK: Config = {
   quick: true,
   seqTasks: 16,
@@ -97,13 +130,16 @@ const QUICK: Config = {
   budgetS: { sequential: 40, concurrent: 52 },
   stuck: 500,
   stuckWarmup: 100,
-  deadlineMs: 3 * 60_000,
+  deadlineMs: 4 * 60_000,
   api: { seqTasks: 8, concTasks: 32, concurrency: 16, reps: 4, minReps: 3, budgetS: { sequential: 14, concurrent: 14 } },
+  diag: { seqTasks: 8, concTasks: 32, concurrency: 16, reps: 2, minReps: 2, budgetS: { sequential: 12, concurrent: 12 }, dumpTasks: 10_000, warmDumps: 10, taskCostIterations: 20_000 },
 };
 const WARMUP_SEQ = 5;
 const FRESH_THROUGHPUT_TARGET = 3; // issue 5: ≥ 3× OpenSSH per-task
 const STUCK_TARGET_KIB = 16; // issue 5: ≤ 16 KiB RSS per stuck connection
 const API_OVERHEAD_TARGET = 0.1; // issue 3: the service adds at most 10%
+const DIAG_OVERHEAD_TARGET = 0.03; // issue 4: all diagnostics on costs at most 3%
+const DUMP_LIMIT = 1000; // the service's default diagnostics.dumpLimit (debug=2)
 
 function parseArgs(argv: readonly string[]): Config {
   let quick = false;
@@ -451,6 +487,224 @@ async function measureApi(config: Config, target: Sshd, gc: () => void): Promise
 }
 
 // ---------------------------------------------------------------------------------------
+// Part 4: diagnostics cost.
+
+interface DiagScenario {
+  readonly title: string;
+  readonly key: 'sequential' | 'concurrent';
+  readonly tasks: number;
+  reps: number;
+  cut: string | null;
+  /** Index i of both lists is repetition i: the pairs ran back to back. */
+  readonly results: Map<DiagName, DiagRep[]>;
+}
+
+interface DiagMeasured {
+  readonly scenarios: DiagScenario[];
+  readonly limits: ServiceLimits;
+  readonly dumps: DumpResult;
+  /** µs per task, create + finish, with no service running (no channel subscribers). */
+  readonly bareTaskUs: PerIteration;
+}
+
+const DIAG_LABEL: Record<DiagName, string> = { off: 'diag off', on: 'diag on' };
+const diagResults = (s: DiagScenario, name: DiagName): ApiRepResult[] => (s.results.get(name) ?? []).map((r) => r.result);
+
+/** Per repetition (off and on back to back): f(on, off); median and range. */
+function diagPaired(s: DiagScenario, f: (on: ApiRepResult, off: ApiRepResult) => number): { median: number; min: number; max: number } {
+  const off = diagResults(s, 'off');
+  const values = diagResults(s, 'on').slice(0, off.length).map((r, i) => f(r, off[i]!));
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) };
+}
+/** Wall time on ÷ off, per repetition (same number of tasks). */
+const diagWallRatio = (s: DiagScenario): ReturnType<typeof diagPaired> => diagPaired(s, (on, off) => on.wallMs / on.latencies.length / (off.wallMs / off.latencies.length));
+const diagP50Diff = (s: DiagScenario): ReturnType<typeof diagPaired> => diagPaired(s, (on, off) => percentile(on.latencies, 50) - percentile(off.latencies, 50));
+const signedPct = (ratio: number): string => `${ratio >= 1 ? '+' : ''}${fmt((ratio - 1) * 100)}%`;
+
+function diagTable(scenarios: readonly DiagScenario[]): Table {
+  const rows: string[][] = [];
+  for (const s of scenarios) {
+    const off = apiSummary(diagResults(s, 'off'));
+    const on = apiSummary(diagResults(s, 'on'));
+    const row = (name: string, x: ApiSummary): string[] => [
+      s.title,
+      name,
+      fmt(x.tps),
+      `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`,
+      fmt(x.p99),
+      fmt(x.wallMs / 1000, 2),
+      fmt(x.clientCpu),
+      fmt(x.serverCpu),
+      `${fmt(x.loopMean)} / ${fmt(x.loopP99)}`,
+      `${fmt(x.peakRssKiB / KiB)} (+${fmt((x.rssGrowthKiB ?? 0) / KiB)})`,
+    ];
+    rows.push(row(DIAG_LABEL.off, off), row(DIAG_LABEL.on, on));
+    rows.push([
+      s.title,
+      'on/off',
+      `${fmt(on.tps / off.tps, 3)}×`,
+      fmt(on.p50 / off.p50, 3),
+      fmt(on.p99 / off.p99, 3),
+      fmt(on.wallMs / off.wallMs, 3),
+      fmt(on.clientCpu / off.clientCpu, 2),
+      fmt(on.serverCpu / off.serverCpu, 2),
+      '',
+      fmt(on.peakRssKiB / off.peakRssKiB, 2),
+    ]);
+  }
+  return {
+    headers: ['scenario', 'contender', 'tasks/s', 'p50 ms [rep range]', 'p99 ms', 'wall s', 'leash process CPU ms/task', 'sshd CPU ms/task', 'event-loop delay mean / p99 ms', 'peak RSS MiB'],
+    rows,
+    leftColumns: [0, 1],
+  };
+}
+
+function diagOverheadTable(scenarios: readonly DiagScenario[]): Table {
+  return {
+    headers: ['scenario', 'wall on÷off, paired [rep range]', 'overhead (median of paired on/off − 1) [min–max]', 'extra p50 ms, paired [rep range]', 'extra leash CPU ms/task', `target ≤ ${fmt(DIAG_OVERHEAD_TARGET * 100, 0)}%`],
+    rows: scenarios.map((s) => {
+      const ratio = diagWallRatio(s);
+      const diff = diagP50Diff(s);
+      const off = apiSummary(diagResults(s, 'off'));
+      const on = apiSummary(diagResults(s, 'on'));
+      return [
+        s.title,
+        `${fmt(ratio.median, 3)} [${fmt(ratio.min, 3)}–${fmt(ratio.max, 3)}]`,
+        `${signedPct(ratio.median)} [${signedPct(ratio.min)} – ${signedPct(ratio.max)}]`,
+        `${fmt(diff.median)} [${fmt(diff.min)}–${fmt(diff.max)}]`,
+        fmt(on.clientCpu - off.clientCpu, 2),
+        ratio.median - 1 <= DIAG_OVERHEAD_TARGET ? 'met' : 'missed',
+      ];
+    }),
+    leftColumns: [0, 5],
+  };
+}
+
+function scrapeTable(scenarios: readonly DiagScenario[]): Table {
+  return {
+    headers: ['scenario', 'GET /metrics per rep', '/metrics ms median [max]', '/metrics KiB', 'GET /debug/tasks?debug=1 per rep', 'dump ms median [max]', 'dump KiB'],
+    rows: scenarios.map((s) => {
+      const scrapes = (s.results.get('on') ?? []).flatMap((r) => (r.scrape ? [r.scrape] : []));
+      const all = (f: (x: NonNullable<DiagRep['scrape']>) => number[]): number[] => scrapes.flatMap(f);
+      return [
+        s.title,
+        fmt(median(scrapes.map((x) => x.metricsMs.length)), 0),
+        `${fmt(median(all((x) => x.metricsMs)))} [${fmt(Math.max(...all((x) => x.metricsMs)))}]`,
+        fmt(median(all((x) => x.metricsBytes)) / KiB),
+        fmt(median(scrapes.map((x) => x.dumpMs.length)), 0),
+        `${fmt(median(all((x) => x.dumpMs)))} [${fmt(Math.max(...all((x) => x.dumpMs)))}]`,
+        fmt(median(all((x) => x.dumpBytes)) / KiB),
+      ];
+    }),
+    leftColumns: [0],
+  };
+}
+
+function dumpTable(d: DumpResult, dumpLimit: number): Table {
+  const row = (name: string, t: DumpTiming, firstNote: string): string[] => [
+    name,
+    `${fmt(t.firstMs)}${firstNote}`,
+    `${fmt(median(t.warmMs))} [${fmt(Math.min(...t.warmMs))}–${fmt(Math.max(...t.warmMs))}] (${t.warmMs.length})`,
+    fmt(t.bytes / KiB),
+    `${fmt(t.firstLoopMaxMs)} / ${fmt(t.warmLoopMaxMs)}`,
+  ];
+  return {
+    headers: ['dump', 'first ms', 'warm ms median [range] (n)', 'size KiB', 'longest event-loop delay first / warm ms'],
+    rows: [
+      row('GET /debug/tasks?debug=1 (HTTP, admin listener)', d.http1, ' (cold)'),
+      row('renderTasks(debug=1) in process', d.inproc1, ' (cold, fresh tasks)'),
+      row(`GET /debug/tasks?debug=2 (HTTP, ${d.http2Listed} of ${d.tasks} listed, dumpLimit ${dumpLimit})`, d.http2, ' (stacks already formatted)'),
+      ...(d.inprocColdNoMapsMs === null ? [] : [['renderTasks(debug=1) in process, source maps off', `${fmt(d.inprocColdNoMapsMs)} (cold, fresh tasks)`, '', '', '']]),
+    ],
+    leftColumns: [0],
+  };
+}
+
+function taskCostTable(d: DumpResult, bareUs: PerIteration): Table {
+  const us = (x: PerIteration): string => `${fmt(x.median, 2)} µs [fastest chunk ${fmt(x.min, 2)}]`;
+  return {
+    headers: ['what', 'value'],
+    rows: [
+      [`inject ${d.tasks} live tasks (create + stage changes, 3 call sites)`, `${fmt(d.injectMs)} ms (${fmt((d.injectMs * 1000) / d.tasks, 2)} µs/task)`],
+      ['heap per live task after GC: before any dump / after the first dump', `${fmt(d.heapPerTaskB, 0)} B / ${fmt(d.heapPerTaskAfterDumpB, 0)} B`],
+      [`debug=1 groups (site × stage)`, String(d.groups)],
+      [`one leak-watchdog pass (check()) over ${d.tasks} live tasks, median of ${d.watchdogPassMs.length}`, `${fmt(median(d.watchdogPassMs))} ms [${fmt(Math.min(...d.watchdogPassMs))}–${fmt(Math.max(...d.watchdogPassMs))}]`],
+      [`finish all ${d.tasks} (cancelled); table empty afterwards`, `${fmt(d.finishMs)} ms; yes`],
+      ['create + finish one LiveTask (creation site captured), no service running', us(bareUs)],
+      ['create + finish one LiveTask, with a running service subscribed to the task channels', us(d.perTaskServiceUs)],
+      ['capturing a creation site alone (new CreationSite)', us(d.captureOnlyUs)],
+      ['DIAGNOSTICS.md', '+0.5 µs/task without a creation stack, +2.9 µs capturing it'],
+    ],
+    leftColumns: [0, 1],
+  };
+}
+
+async function measureDiag(config: Config, target: Sshd, gc: () => void): Promise<DiagMeasured> {
+  const d = config.diag;
+  const limits = benchLimits(d.concurrency);
+  const scenarios: DiagScenario[] = [
+    { title: `sequential, ${d.seqTasks} tasks`, key: 'sequential', tasks: d.seqTasks, results: new Map(), reps: 0, cut: null },
+    { title: `${d.concurrency} concurrent, ${d.concTasks} tasks`, key: 'concurrent', tasks: d.concTasks, results: new Map(), reps: 0, cut: null },
+  ];
+  const rep = async (run: () => Promise<ApiRepResult>): Promise<ApiRepResult> => {
+    let result: ApiRepResult | undefined;
+    await measureRep(target, async () => (result = await run()));
+    return result!;
+  };
+  const names: DiagName[] = ['off', 'on'];
+  progress(`diagnostics cost: a service per contender and repetition; off ${JSON.stringify(DIAG_SETTINGS.off)}, on ${JSON.stringify(DIAG_SETTINGS.on)} + scraper`);
+  for (const s of scenarios) {
+    const scenarioStart = performance.now();
+    const budgetMs = d.budgetS[s.key] * 1000;
+    for (let i = 0; i < d.reps; i++) {
+      const spent = performance.now() - scenarioStart;
+      if (i >= d.minReps && spent + spent / i > budgetMs) {
+        s.cut = `stopped after ${i} of ${d.reps} repetitions to stay within its ${d.budgetS[s.key]} s budget`;
+        progress(`diagnostics ${s.title}: ${s.cut}`);
+        break;
+      }
+      const order = i % 2 === 0 ? names : [...names].reverse();
+      const line: string[] = [];
+      for (const name of order) {
+        const result = await diagRepetition(
+          target,
+          limits,
+          name,
+          (c) => rep(() => (s.key === 'sequential' ? c.sequential(WARMUP_SEQ) : c.concurrent(d.concurrency, d.concurrency))),
+          (c) => rep(() => (s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, d.concurrency))),
+          gc,
+        );
+        const list = s.results.get(name) ?? [];
+        list.push(result);
+        s.results.set(name, list);
+        const r = result.result;
+        line.push(`${name} p50 ${fmt(percentile(r.latencies, 50))} ms, ${fmt(r.latencies.length / (r.wallMs / 1000))}/s${result.scrape ? ` (${result.scrape.metricsMs.length} scrapes, ${result.scrape.dumpMs.length} dumps)` : ''}`);
+      }
+      s.reps = i + 1;
+      progress(`diagnostics ${s.title} rep ${i + 1}/${d.reps}: ${line.join('; ')}`);
+    }
+  }
+
+  progress(`diagnostics: /debug/tasks with ${d.dumpTasks} live tasks injected into a diag-on service`);
+  let service: TestService | undefined;
+  let dumps: DumpResult;
+  try {
+    service = await startDiagService(target, limits, 'on');
+    await settledLedgerCount();
+    dumps = await measureDumps(service, d.dumpTasks, d.warmDumps, d.taskCostIterations, gc);
+  } finally {
+    await service?.stop();
+  }
+  await assertLedgerEmpty('after the dump service stopped');
+  const bareTaskUs = taskCostUs(d.taskCostIterations);
+  progress(
+    `diagnostics: debug=1 HTTP ${fmt(dumps.http1.firstMs)} ms cold, ${fmt(median(dumps.http1.warmMs))} ms warm; in process ${fmt(dumps.inproc1.firstMs)} / ${fmt(median(dumps.inproc1.warmMs))} ms; ` +
+      `create+finish ${fmt(bareTaskUs.median, 2)} µs/task`,
+  );
+  return { scenarios, limits, dumps, bareTaskUs };
+}
+
+// ---------------------------------------------------------------------------------------
 // The run.
 
 interface Measured {
@@ -462,6 +716,7 @@ interface Measured {
   readonly maxRssBefore: number;
   readonly sshCmd: string;
   readonly api: ApiMeasured;
+  readonly diag: DiagMeasured;
 }
 
 async function measureAll(config: Config, gc: () => void): Promise<Measured> {
@@ -516,13 +771,14 @@ async function measureAll(config: Config, gc: () => void): Promise<Measured> {
 
     const api = await measureApi(config, target, gc);
     await assertLedgerEmpty('after the service stopped');
+    const diag = await measureDiag(config, target, gc);
     await sshd.stop();
 
     const maxRssBefore = process.resourceUsage().maxRSS;
     progress(`stuck connections: ${config.stuck} tasks against a never-speaking server (warm-up ${config.stuckWarmup})`);
     silent = await startSilentServer();
     const stuck = await stuckConnections(silent, config.stuck, config.stuckWarmup);
-    return { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api };
+    return { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api, diag };
   } finally {
     await Promise.allSettled([sshd?.stop(), silent?.stop()]);
   }
@@ -545,7 +801,7 @@ async function main(): Promise<void> {
   const gc = collector();
   progress(`${config.quick ? 'quick' : 'full'} run: ${config.reps} repetitions (at least ${config.minReps}); ${machine.cores} cores, load ${machine.loadAtStart}`);
 
-  const { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api } = await measureAll(config, gc);
+  const { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api, diag } = await measureAll(config, gc);
   clearTimeout(watchdog);
 
   // ---- Report.
@@ -607,19 +863,54 @@ async function main(): Promise<void> {
   const lim = api.limits;
   const loadAtEnd = os.loadavg().map((l) => l.toFixed(2)).join(' ');
 
+  const diagT = diagTable(diag.scenarios);
+  const diagOver = diagOverheadTable(diag.scenarios);
+  const scrapeT = scrapeTable(diag.scenarios);
+  const dumps = diag.dumps;
+  const dumpT = dumpTable(dumps, DUMP_LIMIT);
+  const costT = taskCostTable(dumps, diag.bareTaskUs);
+  const [diagSeq, diagConc] = diag.scenarios as [DiagScenario, DiagScenario];
+  const diagWorst = Math.max(diagWallRatio(diagSeq).median, diagWallRatio(diagConc).median) - 1;
+  const liveTasks = dumps.tasks.toLocaleString('en-US');
+  const diagLine =
+    `Diagnostics on vs off: ${signedPct(diagWallRatio(diagSeq).median)} sequential, ${signedPct(diagWallRatio(diagConc).median)} at ${config.diag.concurrency} concurrent ` +
+    `(target ≤ ${fmt(DIAG_OVERHEAD_TARGET * 100, 0)}%: ${diagWorst <= DIAG_OVERHEAD_TARGET ? 'met' : 'missed'}); ` +
+    `/debug/tasks?debug=1 with ${liveTasks} live tasks: ${fmt(dumps.http1.firstMs)} ms cold, ${fmt(median(dumps.http1.warmMs))} ms warm ` +
+    `(over HTTP; rendering in process ${fmt(dumps.inproc1.firstMs)} ms cold, ${fmt(median(dumps.inproc1.warmMs))} ms warm, all of it an event-loop pause).`;
+  const diagRepsNote =
+    diag.scenarios.map((sc) => `${sc.title}: ${sc.reps} repetitions${sc.cut ? ` (${sc.cut})` : ''}`).join('; ') + ' per contender; medians across repetitions';
+
   const out: string[] = [];
   out.push('', `leash benchmarks (${config.quick ? 'quick' : 'full'}) — ${startedAt.toISOString()}`, `command: ${command}`, '');
   out.push(`1. Fresh connection per task, remote command \`true\` (${repsNote}; warm-up first)`, '', textTable(fresh), '');
   out.push('leash stage medians (all measured tasks):', '', textTable(stages), '');
   out.push(`2. Memory per stuck connection (${stuck.count} tasks against a server that never speaks)`, '', textTable(stuckT.during), '', 'after cancelling all:', '', textTable(stuckT.after), '');
   out.push(`3. API overhead, remote command \`true\` (${apiRepsNote})`, '', textTable(apiT), '', textTable(apiOver), '', 'stage medians (all measured tasks):', '', textTable(apiStages), '');
-  out.push(targetLine, stuckLine, apiLine, `load average at start ${machine.loadAtStart}, at end ${loadAtEnd}`, versions.go, '');
+  out.push(
+    `4a. Diagnostics cost, part 3's service workload, optional diagnostics off vs on + scraper (${diagRepsNote})`,
+    '',
+    textTable(diagT),
+    '',
+    textTable(diagOver),
+    '',
+    'what the scraper saw (diag on):',
+    '',
+    textTable(scrapeT),
+    '',
+    `4b. /debug/tasks with ${liveTasks} live tasks`,
+    '',
+    textTable(dumpT),
+    '',
+    textTable(costT),
+    '',
+  );
+  out.push(targetLine, stuckLine, apiLine, diagLine, `load average at start ${machine.loadAtStart}, at end ${loadAtEnd}`, versions.go, '');
   process.stdout.write(`${out.join('\n')}\n`);
 
   const md = [
     `# leash benchmarks${config.quick ? ' (quick run)' : ''}`,
     '',
-    `First version of issue 5's benchmarks: what exists today (fresh connection per task; memory per stuck connection), and issue 3's API overhead (part 3). The connection pool, ControlMaster, pssh/clush fan-out and Go peers come with the pool.`,
+    `First version of issue 5's benchmarks: what exists today (fresh connection per task; memory per stuck connection), issue 3's API overhead (part 3), and issue 4's diagnostics cost (part 4). The connection pool, ControlMaster, pssh/clush fan-out and Go peers come with the pool.`,
     '',
     `- Date: ${startedAt.toISOString()} (run took ${fmt((performance.now() - T0) / 1000, 0)} s)`,
     `- Machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.ramGiB)} GiB RAM, ${machine.kernel}; load average at start ${machine.loadAtStart}, at end ${loadAtEnd}`,
@@ -687,11 +978,48 @@ async function main(): Promise<void> {
     `- Event-loop delay: how late this process's event loop ran a ${LOOP_RESOLUTION_MS} ms timer during the repetition (perf_hooks.monitorEventLoopDelay, the timer period subtracted), mean / p99, median over repetitions. Everything in this process — SSH crypto, the HTTP server and client, SQLite (synchronous, better-sqlite3) — takes turns on that one thread; under concurrency a task's next step waits about this long each time it needs the thread.`,
     `- Peak RSS: of this whole process (service, HTTP client and bench), as for leash in part 1; growth over the start of the repetition in brackets.`,
     '',
+    `## 4. Diagnostics`,
+    '',
+    `What the diagnostics of issue 4 cost. Always on, in both contenders, because they are the invariants rather than options: the task table, the resource ledger with a creation site captured per entry, the Prometheus metrics (fed by the task channels) and their event-loop monitor (monitorEventLoopDelay at 10 ms). What the two contenders differ in is only what can be switched off, plus someone looking.`,
+    '',
+    `### 4a. Throughput with the optional diagnostics off and on`,
+    '',
+    `Part 3's service contender, same sshd, same task (\`POST /v1/tasks\` with \`wait\`, remote command \`true\`), sequential and ${config.diag.concurrency} clients, same service settings (limits, logLevel \`info\`) except the \`diagnostics\` section. ${diagRepsNote}. Only one service runs at a time, because heap sampling and the watchdog act on the whole process while a service runs: every repetition starts a fresh service per contender, warms it up (${WARMUP_SEQ} sequential or ${config.diag.concurrency} concurrent tasks, with the scraper running for "on"), runs a GC, measures, and stops it; the bench fails unless the ledger and the task table are empty after each stop. The two alternate who goes first each repetition.`,
+    '',
+    `- **diag off**: \`diagnostics: ${JSON.stringify(DIAG_SETTINGS.off)}\` (no leak watchdog, no heap sampling), and nobody reads /metrics or /debug.`,
+    `- **diag on**: \`diagnostics: ${JSON.stringify(DIAG_SETTINGS.on)}\`: the leak watchdog checks the task table, the ledger and the client sockets every second (30× its default of 30 s, to make its cost visible) and sampled heap profiling is on (@datadog/pprof, 512 KiB sampling interval) — and, while the tasks run, a background loop in this process GETs /metrics with the read token every ${SCRAPE_METRICS_MS / 1000} s (like a Prometheus server) and \`/debug/tasks?debug=1\` on the admin listener every ${SCRAPE_DUMP_MS / 1000} s (an operator looking), the first of each at once; the loop is stopped and awaited at the end of the repetition and every answer must be 200.`,
+    '',
+    markdownTable(diagT),
+    '',
+    markdownTable(diagOver),
+    '',
+    'What the scraper did during the "on" repetitions (all requests of all repetitions):',
+    '',
+    markdownTable(scrapeT),
+    '',
+    `- tasks/s, p50, p99, CPU, event-loop delay and RSS as in part 3; on/off row: on ÷ off of the medians. The leash process CPU of "on" includes the scraper's own HTTP client, since it runs in this process.`,
+    `- Overhead: for each repetition, the "on" service's wall time over the "off" service's in the same repetition (same number of tasks, run back to back), minus 1; the median over repetitions, then the lowest and highest. This is the figure the ≤ ${fmt(DIAG_OVERHEAD_TARGET * 100, 0)}% target (issue 4) is about; a negative value means "on" happened to be faster — the noise of this machine is of the same order as the target, so read it with its range.`,
+    '',
+    `### 4b. \`/debug/tasks\` with ${liveTasks} live tasks`,
+    '',
+    `${liveTasks} live tasks injected straight into the process-wide task table of a running "diag on" service (\`taskTable.create({target, attrs: {command: 'uptime'}, hardDeadlineMs: 600000})\`), from three named functions (three creation sites), a third each left \`queued\`, moved to \`connecting\` waiting \`tcp-connect\`, and to \`handshake\` waiting \`server-banner\`: ${dumps.groups} groups in debug=1. No scraper runs; the service's own watchdog still ticks every second. "Cold" is the first dump of these tasks: V8 formats a captured stack into text only when it is first read (src/lifecycle/creation-site.ts), once per task, and the frames are interned per site; later dumps reuse them. The HTTP dumps (\`GET adminUrl/debug/tasks?debug=N\`, admin token, from this process) come first; then all tasks are finished (\`taskTable.finish(task, 'cancelled')\`; the table must be empty), ${liveTasks} fresh ones injected the same way, and \`renderTasks(taskTable.live(), 1, {now, redact: createRedactor(), limit: 1000})\` timed in process, its first call cold. ${config.diag.warmDumps} warm dumps each (debug=2: ${Math.max(3, Math.floor(config.diag.warmDumps / 2))}). ${dumps.sourceMaps ? `Node's source maps are on here, as in \`leash serve\` itself (bin/leash.js loads the TypeScript through tsx), so formatting a stack also maps each frame back to the .ts source; for comparison, ${liveTasks} more fresh tasks were dumped cold in process with source maps switched off for that one call (last table row below).` : "Node's source maps are off here."}`,
+    '',
+    markdownTable(dumpT),
+    '',
+    markdownTable(costT),
+    '',
+    `- The dump is synchronous: rendering takes the event loop for its whole duration, so the in-process time is the pause every task, request and timer of the service sees. The last column confirms it from outside: the longest event-loop delay (monitorEventLoopDelay, 1 ms timer) while the dumps ran. Over HTTP the time adds the request, the response and this process's fetch parsing the text.`,
+    `- Heap per live task: heapUsed after a GC with the tasks live, minus before, ÷ ${liveTasks}; "after the first dump" keeps each task's formatted stack text (DIAGNOSTICS.md: ~800 B per live entry).`,
+    `- Per-task cost: ${config.diag.taskCostIterations.toLocaleString('en-US')} iterations of create + finish (5 chunks, median chunk), one task live at a time; "no service running" has no subscribers on the task channels (the figure to compare with DIAGNOSTICS.md), "with a running service" adds the metrics' and the watchdog's channel subscribers. A leak-watchdog pass is timed on a separate LeakWatchdog over the same table, \`check()\` called directly.`,
+    '',
+    `**${diagLine}**`,
+    '',
     '## Summary',
     '',
     `- ${targetLine}`,
     `- ${stuckLine}`,
     `- ${apiLine}`,
+    `- ${diagLine}`,
     '',
     '## How to read this',
     '',
