@@ -44,6 +44,11 @@ const CommandField = Type.String({ minLength: 1, maxLength: 65536 });
 const IdentityField = Type.String({ minLength: 1, maxLength: 128, description: 'A named identity from the configuration' });
 const MaxOutputField = Type.Integer({ minimum: 0, maximum: 64 * 1024 * 1024, description: 'Bytes kept per stream (head and tail)' });
 const ReuseField = Type.Boolean({ description: 'Borrow a pooled SSH connection (default true); false: a fresh connection, closed after' });
+const JumpField = Type.Array(Type.String({ minLength: 1, maxLength: 300 }), {
+  minItems: 1,
+  maxItems: 8,
+  description: 'Jump hosts (like ssh -J), first hop first: [user@]host[:port] each; the user defaults to the identity\'s',
+});
 const RetriesField = Type.Integer({ minimum: 0, maximum: 5, description: 'Further attempts on a fresh connection when the task fails before its command started (default 0)' });
 
 export const TaskRequestSchema = Type.Object(
@@ -59,6 +64,7 @@ export const TaskRequestSchema = Type.Object(
     maxOutputBytes: Type.Optional(MaxOutputField),
     reuse: Type.Optional(ReuseField),
     retries: Type.Optional(RetriesField),
+    jump: Type.Optional(JumpField),
     wait: Type.Optional(Type.Number({ minimum: 0, maximum: 3600, description: 'Seconds to wait for the result before answering 202 (capped by the server)' })),
   },
   { additionalProperties: false },
@@ -79,6 +85,7 @@ export const BatchRequestSchema = Type.Object(
     maxOutputBytes: Type.Optional(MaxOutputField),
     reuse: Type.Optional(ReuseField),
     retries: Type.Optional(RetriesField),
+    jump: Type.Optional(JumpField),
     concurrency: Type.Optional(Type.Integer({ minimum: 1, maximum: 10000, description: 'Tasks of the batch at once (default 32)' })),
     maxErrors: Type.Optional(
       Type.Union([Type.Integer({ minimum: 0 }), Type.String({ pattern: '^\\d+(\\.\\d+)?%$' })], {

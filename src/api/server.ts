@@ -121,7 +121,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       const identity = body.identity ?? deps.defaultIdentity;
       checkHost(body.host);
       request.caller.mayRun(identity, body.host);
-      const task = await deps.tasks.submit(taskRequest(body), request.caller.name);
+      const jump = jumpHops(body.jump);
+      // A jump host is a host leash logs in to: the token must allow it like the target.
+      for (const hop of jump) request.caller.mayRun(identity, hop.host);
+      const task = await deps.tasks.submit(taskRequest(body, jump), request.caller.name);
       const wait = Math.min(body.wait ?? 0, deps.limits.maxWaitSeconds);
       if (wait > 0) {
         const settled = await deps.tasks.waitFor(task.id, wait * 1000, abortOnClose(reply));
@@ -180,7 +183,9 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     const hosts = batchHosts(body, deps.limits.maxBatchHosts);
     const identity = body.identity ?? deps.defaultIdentity;
     for (const h of hosts) request.caller.mayRun(identity, h.host);
-    const batch = await deps.batches.submit(batchRequest(body, hosts), request.caller.name);
+    const jump = jumpHops(body.jump);
+    for (const hop of jump) request.caller.mayRun(identity, hop.host);
+    const batch = await deps.batches.submit(batchRequest(body, hosts, jump), request.caller.name);
     return reply.status(202).send(batchJson(await deps.batches.get(batch.id)));
   });
 
@@ -213,7 +218,22 @@ function checkHost(host: string): void {
   }
 }
 
-function taskRequest(body: TaskRequestBody): TaskRequest {
+/** `jump` entries, one host each (no lists or ranges); a user left out is the identity's (''). */
+function jumpHops(entries: readonly string[] | undefined): HostSpec[] {
+  return (entries ?? []).map((entry, i) => {
+    let specs: HostSpec[];
+    try {
+      specs = parseHostList(entry, { user: '', port: 22 }, `jump[${i}]`);
+    } catch (err) {
+      if (err instanceof HostListError) throw new ApiError('bad-request', err.message, { field: 'jump' });
+      throw err;
+    }
+    if (specs.length !== 1) throw new ApiError('bad-request', `jump[${i}]: one jump host per entry, [user@]host[:port]`, { field: 'jump' });
+    return specs[0]!;
+  });
+}
+
+function taskRequest(body: TaskRequestBody, jump: readonly HostSpec[]): TaskRequest {
   return {
     host: body.host,
     port: body.port ?? 22,
@@ -226,6 +246,7 @@ function taskRequest(body: TaskRequestBody): TaskRequest {
     maxOutputBytes: body.maxOutputBytes ?? null,
     reuse: body.reuse ?? null,
     retries: body.retries ?? 0,
+    jump,
   };
 }
 
@@ -254,7 +275,7 @@ function batchHosts(body: BatchRequestBody, maxHosts: number): HostSpec[] {
   });
 }
 
-function batchRequest(body: BatchRequestBody, hosts: HostSpec[]): BatchRequest {
+function batchRequest(body: BatchRequestBody, hosts: HostSpec[], jump: readonly HostSpec[]): BatchRequest {
   return {
     hosts: hosts.map((h) => ({ ...h, user: h.user })),
     identity: body.identity ?? null,
@@ -265,6 +286,7 @@ function batchRequest(body: BatchRequestBody, hosts: HostSpec[]): BatchRequest {
     maxOutputBytes: body.maxOutputBytes ?? null,
     reuse: body.reuse ?? null,
     retries: body.retries ?? 0,
+    jump,
     concurrency: body.concurrency ?? 32,
     maxErrors: body.maxErrors ?? '100%',
     onBudgetExhausted: body.onBudgetExhausted ?? 'finish',

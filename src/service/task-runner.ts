@@ -42,7 +42,7 @@ export async function runTask(spec: TaskSpec, deps: TaskRunnerDeps, options: Run
       target: spec.target,
       attrs: { command: spec.command },
     });
-  task.bound(hardDeadlineMs(spec.timeouts));
+  task.bound(hardDeadlineMs(spec.timeouts, spec.jump?.length ?? 0));
   options.onStart?.(task);
   let result: ExecResult | null = null;
   let report: TaskReport | null = null;
@@ -57,6 +57,7 @@ export async function runTask(spec: TaskSpec, deps: TaskRunnerDeps, options: Run
         hostKeys: spec.hostKeys,
         ...(spec.reuse === undefined ? {} : { reuse: spec.reuse }),
         ...(spec.retries === undefined ? {} : { retries: spec.retries }),
+        ...(spec.jump === undefined ? {} : { jump: spec.jump }),
         exec: {
           command: spec.command,
           timeouts: spec.timeouts,

@@ -34,6 +34,8 @@ export interface TaskRequest {
   readonly reuse: boolean | null;
   /** Further attempts on a fresh connection for a failure before the command started. */
   readonly retries: number;
+  /** Jump hosts, first hop first; an empty user means the identity's. */
+  readonly jump: ReadonlyArray<{ readonly host: string; readonly port: number; readonly user: string }>;
 }
 
 /** Defaults and limits the service applies to every request. */
@@ -172,6 +174,7 @@ export class TaskService {
       hostKeys: identity.hostKeys ?? this.#deps.hostKeys,
       reuse: request.reuse ?? policy.reuse,
       retries: request.retries,
+      ...(request.jump.length > 0 ? { jump: request.jump.map((hop) => ({ host: hop.host, port: hop.port, user: hop.user === '' ? (identity.user ?? user) : hop.user })) } : {}),
     };
     return { record, spec };
   }

@@ -43,15 +43,18 @@ export interface TaskSpec {
   readonly reuse?: boolean;
   /** Further attempts on a fresh connection for a failure before the command started (default 0). */
   readonly retries?: number;
+  /** Jump hosts (ProxyJump), first hop first. */
+  readonly jump?: readonly SshTarget[];
 }
 
 /**
  * The latest a task may still be alive (DESIGN.md invariant 1): the sum of its stage
  * deadlines plus teardown grace, or null when a deadline is disabled and nothing bounds it.
+ * Each jump host adds its own connect, handshake and auth deadlines.
  */
-export function hardDeadlineMs(timeouts: TaskTimeouts): number | null {
+export function hardDeadlineMs(timeouts: TaskTimeouts, jumpHosts = 0): number | null {
   const { connectMs, handshakeMs, authMs, channelMs, commandMs } = timeouts;
   const stages = [connectMs, handshakeMs, authMs, channelMs, commandMs];
   if (stages.some((ms) => ms <= 0)) return null;
-  return stages.reduce((a, b) => a + b, 0) + TEARDOWN_GRACE_MS;
+  return stages.reduce((a, b) => a + b, 0) + jumpHosts * (connectMs + handshakeMs + authMs) + TEARDOWN_GRACE_MS;
 }

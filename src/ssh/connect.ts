@@ -9,6 +9,7 @@ import type { TaskProgress } from '../lifecycle/task-table.ts';
 import { describeMethods, type Credentials } from './credentials.ts';
 import { SshConnection, type SshTarget } from './connection.ts';
 import type { HostKeyVerdict, HostKeyVerifier } from './host-key-verifier.ts';
+import { openJumpStream } from './jump-stream.ts';
 import { openTcpSocket } from './tcp-socket.ts';
 import { TrackedAgent } from './tracked-agent.ts';
 
@@ -47,6 +48,8 @@ export interface ConnectOptions {
   readonly task: TaskProgress;
   /** Task cancellation. */
   readonly signal: AbortSignal;
+  /** Reach the target through this connection to a jump host (ProxyJump) instead of over TCP. */
+  readonly via?: SshConnection;
 }
 
 /** Slack added to ssh2's own readyTimeout so that leash's stage deadlines fire first. */
@@ -63,7 +66,8 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
   const owner = task.id;
 
   task.enter('connecting');
-  task.wait('tcp-connect');
+  const via = options.via;
+  task.wait(via ? 'jump-forward' : 'tcp-connect');
   const socket = await withDeadline(
     {
       ledger,
@@ -72,9 +76,16 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
       parent: options.signal,
       label: 'connect',
       onTimeout: () =>
-        new LeashError('connect-timeout', 'connecting', `no TCP connection to ${target.host}:${target.port} within ${timeouts.connectMs} ms`),
+        new LeashError(
+          'connect-timeout',
+          'connecting',
+          `no TCP connection to ${target.host}:${target.port}${via ? ` from jump host ${via.target.host}:${via.target.port}` : ''} within ${timeouts.connectMs} ms`,
+        ),
     },
-    (signal) => openTcpSocket(target, { ledger, owner, signal, keepAliveInitialDelayMs: options.keepalive.intervalMs }),
+    (signal) =>
+      via
+        ? openJumpStream(via, target, { ledger, owner, signal })
+        : openTcpSocket(target, { ledger, owner, signal, keepAliveInitialDelayMs: options.keepalive.intervalMs }),
   );
 
   task.enter('handshake');

@@ -49,6 +49,8 @@ const CLOSE_GRACE_MS = 1000;
 
 class Pooled {
   channels = 0;
+  /** Jump-host forwards carried for other connections: they keep it busy but take no session slot. */
+  forwards = 0;
   limit: number;
   broken = false;
   idleTimer: ResourceHandle | null = null;
@@ -97,16 +99,26 @@ export class ConnectionPool {
    * Lends a channel slot on a connection for `key`: an open one with room, else a new one
    * from `dial` (run by the task, under its own stages and deadlines, then handed to the
    * pool), else — at the connection limit — waits up to `waitMs` (0: the signal alone).
-   * `fresh`: never an open connection (a retry after a failure on one).
+   * `fresh`: never an open connection (a retry after a failure on one). `forward`: the lease
+   * carries a jump-host forward (a `direct-tcpip` channel, which sshd's MaxSessions does not
+   * count) for as long as the connection over it lives, so it takes no session slot.
    */
-  async acquire(key: string, task: TaskProgress, signal: AbortSignal, waitMs: number, dial: () => Promise<SshConnection>, options: { fresh?: boolean } = {}): Promise<Lease> {
+  async acquire(
+    key: string,
+    task: TaskProgress,
+    signal: AbortSignal,
+    waitMs: number,
+    dial: () => Promise<SshConnection>,
+    options: { fresh?: boolean; forward?: boolean } = {},
+  ): Promise<Lease> {
+    const forward = options.forward ?? false;
     const until = waitMs > 0 ? Date.now() + waitMs : Infinity;
     for (;;) {
       signal.throwIfAborted();
       if (this.#closed) throw new LeashError('cancelled', task.stage, 'the connection pool is closed (leash is shutting down)');
-      const open = options.fresh ? null : this.#pick(key);
-      if (open) return this.#lend(open, true);
-      if (this.#count(key) < this.#limits.maxConnectionsPerKey) return this.#lend(await this.#dial(key, dial), false);
+      const open = options.fresh ? null : this.#pick(key, forward);
+      if (open) return this.#lend(open, true, forward);
+      if (this.#count(key) < this.#limits.maxConnectionsPerKey) return this.#lend(await this.#dial(key, dial), false, forward);
       const left = until - Date.now();
       if (left <= 0) {
         throw new LeashError('connect-timeout', task.stage, `every pooled connection to ${key.split('|')[0]} stayed busy (${this.#limits.maxConnectionsPerKey} connections × ${this.#limits.maxChannelsPerConnection} channels) for ${waitMs} ms`);
@@ -120,7 +132,7 @@ export class ConnectionPool {
   stats(): PoolStats {
     let idle = 0;
     let busy = 0;
-    for (const set of this.#byKey.values()) for (const p of set) if (p.channels > 0) busy++;
+    for (const set of this.#byKey.values()) for (const p of set) if (p.channels + p.forwards > 0) busy++;
     else idle++;
     let connecting = 0;
     for (const n of this.#dialing.values()) connecting += n;
@@ -140,13 +152,13 @@ export class ConnectionPool {
     this.#closed = true;
     const all = [...this.#byKey.values()].flatMap((set) => [...set]);
     for (const waiters of this.#waiters.values()) for (const wake of waiters) wake();
-    await Promise.all(all.map((p) => this.#retire(p, p.channels === 0)));
+    await Promise.all(all.map((p) => this.#retire(p, p.channels + p.forwards === 0)));
   }
 
-  #pick(key: string): Pooled | null {
+  #pick(key: string, forward: boolean): Pooled | null {
     let best: Pooled | null = null;
     for (const p of this.#byKey.get(key) ?? []) {
-      if (!p.usable || p.channels >= p.limit) continue;
+      if (!p.usable || (!forward && p.channels >= p.limit)) continue;
       // Fill the busiest connection first: fewer connections stay open, idle ones expire.
       if (!best || p.channels > best.channels || (p.channels === best.channels && p.lastUsed > best.lastUsed)) best = p;
     }
@@ -185,8 +197,9 @@ export class ConnectionPool {
     return pooled;
   }
 
-  #lend(pooled: Pooled, reused: boolean): Lease {
-    pooled.channels++;
+  #lend(pooled: Pooled, reused: boolean, forward: boolean): Lease {
+    if (forward) pooled.forwards++;
+    else pooled.channels++;
     pooled.lastUsed = Date.now();
     pooled.idleTimer?.release();
     pooled.idleTimer = null;
@@ -202,10 +215,11 @@ export class ConnectionPool {
       release: (broken) => {
         if (returned) return;
         returned = true;
-        pooled.channels--;
+        if (forward) pooled.forwards--;
+        else pooled.channels--;
         pooled.lastUsed = Date.now();
         if (broken) pooled.broken = true;
-        if (pooled.channels > 0) {
+        if (pooled.channels + pooled.forwards > 0) {
           this.#wake(pooled.key);
           return;
         }
@@ -222,7 +236,7 @@ export class ConnectionPool {
     pooled.idleTimer?.release();
     pooled.idleTimer = null;
     this.#forget(pooled);
-    if (polite && pooled.channels === 0) await pooled.connection.close(CLOSE_GRACE_MS);
+    if (polite && pooled.channels + pooled.forwards === 0) await pooled.connection.close(CLOSE_GRACE_MS);
     else await pooled.connection.destroy();
   }
 

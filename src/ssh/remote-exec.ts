@@ -1,4 +1,4 @@
-import { asTaskError, type ErrorCode, type LeashError } from '../lifecycle/errors.ts';
+import { asTaskError, LeashError, type ErrorCode } from '../lifecycle/errors.ts';
 import type { ResourceLedger } from '../lifecycle/ledger.ts';
 import { canEnter } from '../lifecycle/stages.ts';
 import type { TaskProgress } from '../lifecycle/task-table.ts';
@@ -22,6 +22,8 @@ export interface RemoteCommand {
   readonly reuse?: boolean;
   /** Further attempts on a fresh connection for a failure before the command started. Default 0. */
   readonly retries?: number;
+  /** Jump hosts (ProxyJump), first hop first; each is reached through the one before. */
+  readonly jump?: readonly SshTarget[];
 }
 
 /** The ledger, the live task that owns the work, and its cancel signal. */
@@ -59,7 +61,7 @@ export class SshRemoteExec implements RemoteExec {
     const { ledger, task, signal } = scope;
     let connection;
     try {
-      connection = await connectSsh({ ...command, ledger, task, signal });
+      connection = await dialThrough(command, scope, this.#pool);
     } catch (err) {
       return failedBeforeExec(asTaskError(err, task.stage), command.exec.maxOutputBytes);
     }
@@ -96,7 +98,7 @@ export class SshRemoteExec implements RemoteExec {
     for (;;) {
       let lease: Lease;
       try {
-        const dial = (): Promise<SshConnection> => connectSsh({ ...command, ledger, task: progress, signal });
+        const dial = (): Promise<SshConnection> => dialThrough(command, { ledger, task: progress, signal }, pool);
         lease = await pool.acquire(key, progress, signal, command.timeouts.connectMs, dial, { fresh });
       } catch (err) {
         const error = asTaskError(err, task.stage);
@@ -143,6 +145,74 @@ export class SshRemoteExec implements RemoteExec {
       return result;
     }
   }
+}
+
+/**
+ * Connects to the command's target, through its jump hosts when it has any: each hop is
+ * an SSH connection (pooled when there is a pool) that forwards a TCP stream to the next.
+ * The hops live as long as the connection over them; a hop's failure names the hop.
+ */
+async function dialThrough(command: RemoteCommand, scope: RemoteScope, pool: ConnectionPool | null): Promise<SshConnection> {
+  const { ledger, task, signal } = scope;
+  const hops = command.jump ?? [];
+  if (hops.length === 0) return connectSsh({ ...command, ledger, task, signal });
+  if (canEnter(task.stage, 'connecting')) task.enter('connecting');
+  const leases: Lease[] = [];
+  const owned: SshConnection[] = [];
+  let via: SshConnection | undefined;
+  try {
+    for (const [i, hop] of hops.entries()) {
+      const hopCommand: RemoteCommand = { ...command, target: hop, jump: hops.slice(0, i) };
+      const hopTask = hopProgress(task, hop);
+      const previous = via;
+      const dial = (): Promise<SshConnection> =>
+        connectSsh({ ...hopCommand, ledger, task: hopTask, signal, ...(previous ? { via: previous } : {}) }).catch((err: unknown) => {
+          throw namingHop(asTaskError(err, 'connecting'), hop);
+        });
+      if (pool) {
+        const lease = await pool.acquire(poolKey(hopCommand), hopTask, signal, command.timeouts.connectMs, dial, { forward: true });
+        leases.push(lease);
+        via = lease.connection;
+      } else {
+        via = await dial();
+        owned.push(via);
+      }
+    }
+    const connection = await connectSsh({ ...command, ledger, task: resumable(task), signal, ...(via ? { via } : {}) });
+    void connection.closed.then(async () => {
+      for (const lease of leases) lease.release(false);
+      for (const hop of owned.reverse()) await hop.close(CLOSE_GRACE_MS);
+    });
+    return connection;
+  } catch (err) {
+    for (const lease of leases) lease.release(false);
+    for (const hop of owned.reverse()) await hop.destroy();
+    throw err;
+  }
+}
+
+/** The task as a jump hop sees it: it stays in `connecting`; what it waits on names the hop. */
+function hopProgress(task: TaskProgress, hop: SshTarget): TaskProgress {
+  const name = `${hop.host}:${hop.port}`;
+  return {
+    get id() {
+      return task.id;
+    },
+    get stage() {
+      return task.stage;
+    },
+    get waiting() {
+      return task.waiting;
+    },
+    enter() {},
+    wait(what) {
+      task.wait(what === null ? null : `jump ${name}: ${what}`);
+    },
+  };
+}
+
+function namingHop(error: LeashError, hop: SshTarget): LeashError {
+  return new LeashError(error.code, 'connecting', `jump host ${hop.user}@${hop.host}:${hop.port}: ${error.message}`, { cause: error });
 }
 
 /** Failures before the command started that a fresh connection may cure. */
@@ -208,7 +278,8 @@ function idOf(object: object): number {
 function poolKey(command: RemoteCommand): string {
   const { host, port, user } = command.target;
   const { intervalMs, countMax } = command.keepalive;
-  return `${user}@${host}:${port}|cred ${idOf(command.credentials)}|keys ${idOf(command.hostKeys)}|ka ${intervalMs}x${countMax}`;
+  const via = (command.jump ?? []).map((h) => `${h.user}@${h.host}:${h.port}`).join(',');
+  return `${user}@${host}:${port}|cred ${idOf(command.credentials)}|keys ${idOf(command.hostKeys)}|ka ${intervalMs}x${countMax}|via ${via}`;
 }
 
 function failedBeforeExec(error: LeashError, cap: number): ExecResult {

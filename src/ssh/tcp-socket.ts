@@ -1,4 +1,5 @@
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { waitUntil } from '../lifecycle/abort.ts';
 import { LeashError } from '../lifecycle/errors.ts';
 import type { ResourceHandle, ResourceLedger } from '../lifecycle/ledger.ts';
@@ -25,15 +26,16 @@ export interface TcpSocketOptions {
 }
 
 /**
- * A TCP socket leash created, registered in the ledger from creation until its `close`
- * event (when the file descriptor is really gone). `closed` resolves then.
+ * The byte stream an SSH connection runs over — a TCP socket leash created, or a channel
+ * forwarded through a jump host — registered in the ledger from creation until its `close`
+ * event (when the file descriptor or the channel is really gone). `closed` resolves then.
  */
 export class TrackedSocket {
-  readonly socket: net.Socket;
+  readonly socket: Duplex;
   readonly closed: Promise<void>;
   readonly #handle: ResourceHandle;
 
-  constructor(socket: net.Socket, handle: ResourceHandle) {
+  constructor(socket: Duplex, handle: ResourceHandle) {
     this.socket = socket;
     this.#handle = handle;
     this.closed = new Promise((resolve) => {
