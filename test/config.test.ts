@@ -136,6 +136,7 @@ pool:
   maxConnectionsPerHost: 2
   maxChannelsPerConnection: 4
   idleTtlMs: 2m
+  maxHandshakesPerJumpHost: 3
 diagnostics:
   watchdogIntervalMs: 10s
   maxTaskAgeMs: 2h
@@ -171,7 +172,7 @@ void describe('loadConfig', () => {
       retention: { maxAgeMs: 30 * 24 * 3_600_000, maxRows: 100_000, intervalMs: 3_600_000 },
       shutdownGraceMs: 30_000,
       logLevel: 'info',
-      pool: { reuse: true, maxConnectionsPerHost: 4, maxChannelsPerConnection: 8, idleTtlMs: 30_000 },
+      pool: { reuse: true, maxConnectionsPerHost: 4, maxChannelsPerConnection: 8, idleTtlMs: 30_000, maxHandshakesPerJumpHost: 10 },
       diagnostics: { watchdogIntervalMs: 30_000, maxTaskAgeMs: 0, redactPatterns: [], maxProfileSeconds: 60, dumpLimit: 1000, heapSampling: true },
     } satisfies ServeConfig);
   });
@@ -229,7 +230,7 @@ void describe('loadConfig', () => {
       retention: { maxAgeMs: 7 * 24 * 3_600_000, maxRows: 5000, intervalMs: 600_000 },
       shutdownGraceMs: 45_000,
       logLevel: 'debug',
-      pool: { reuse: false, maxConnectionsPerHost: 2, maxChannelsPerConnection: 4, idleTtlMs: 120_000 },
+      pool: { reuse: false, maxConnectionsPerHost: 2, maxChannelsPerConnection: 4, idleTtlMs: 120_000, maxHandshakesPerJumpHost: 3 },
       diagnostics: { watchdogIntervalMs: 10_000, maxTaskAgeMs: 7_200_000, redactPatterns: ['db-pass=(\\S+)'], maxProfileSeconds: 120, dumpLimit: 50, heapSampling: false },
     } satisfies ServeConfig);
     assert.doesNotThrow(() => assertSafeListen(config), 'tokens make 0.0.0.0 acceptable');

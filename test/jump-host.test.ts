@@ -108,6 +108,25 @@ void describe('jump hosts', () => {
     assert.equal((ledger.stats().get('socket')?.opened ?? 0) - before, 1);
   });
 
+  void test('handshakes through one jump host are limited across tasks; every task still succeeds', async () => {
+    const remote = new SshRemoteExec({ jumpHandshakes: 1 });
+    let most = 0;
+    let inHandshake = 0;
+    const watch = setInterval(() => {
+      inHandshake = taskTable.live().filter((t) => t.stage === 'handshake' || t.stage === 'auth').length;
+      most = Math.max(most, inHandshake);
+    }, 1);
+    try {
+      const reports = await Promise.all(
+        Array.from({ length: 4 }, (_, i) => runTask(spec(`echo ${i}`, [bastion]), { remote, ledger, tasks: taskTable }, { signal: new AbortController().signal })),
+      );
+      for (const r of reports) assert.equal(r.status, 'ok', JSON.stringify(r.error));
+    } finally {
+      clearInterval(watch);
+    }
+    assert.equal(most, 1, 'one handshake through the bastion at a time');
+  });
+
   void test('the bastion refuses to forward: connect-refused naming the jump host and the target', async () => {
     const closed = { ...hop(target), port: 1 };
     const report = await run({ ...spec('true', [bastion]), target: closed }, null);

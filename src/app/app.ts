@@ -152,7 +152,7 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
     const taskService = new TaskService({
       store,
       scheduler,
-      remote: new SshRemoteExec({ pool }),
+      remote: new SshRemoteExec({ pool, jumpHandshakes: config.pool.maxHandshakesPerJumpHost }),
       ledger,
       tasks,
       identities,

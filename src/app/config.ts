@@ -112,6 +112,8 @@ export interface ServeConfig {
     /** Below sshd's default MaxSessions (10): a kill needs a channel of its own. */
     maxChannelsPerConnection: number;
     idleTtlMs: number;
+    /** Handshakes in progress through one jump host at once, over every task and batch. */
+    maxHandshakesPerJumpHost: number;
   };
   diagnostics: {
     /** How often the leak watchdog looks; 0 turns it off. */
@@ -187,7 +189,7 @@ const DEFAULT_LIMITS: ServeConfig['limits'] = {
   bodyLimitBytes: MIB,
 };
 const DEFAULT_RETENTION: ServeConfig['retention'] = { maxAgeMs: 30 * DAY, maxRows: 100_000, intervalMs: HOUR };
-const DEFAULT_POOL: ServeConfig['pool'] = { reuse: true, maxConnectionsPerHost: 4, maxChannelsPerConnection: 8, idleTtlMs: 30 * SECOND };
+const DEFAULT_POOL: ServeConfig['pool'] = { reuse: true, maxConnectionsPerHost: 4, maxChannelsPerConnection: 8, idleTtlMs: 30 * SECOND, maxHandshakesPerJumpHost: 10 };
 const DEFAULT_DIAGNOSTICS: ServeConfig['diagnostics'] = { watchdogIntervalMs: 30 * SECOND, maxTaskAgeMs: 0, redactPatterns: [], maxProfileSeconds: 60, dumpLimit: 1000, heapSampling: true };
 const DEFAULT_SHUTDOWN_GRACE_MS = 30 * SECOND;
 const DEFAULT_READ_KNOWN_HOSTS = ['~/.ssh/known_hosts'];
@@ -305,6 +307,7 @@ const FileSchema = Type.Object(
           maxConnectionsPerHost: Type.Optional(Count(1)),
           maxChannelsPerConnection: Type.Optional(Count(1)),
           idleTtlMs: Type.Optional(Duration),
+          maxHandshakesPerJumpHost: Type.Optional(Count(1)),
         },
         Strict,
       ),
@@ -527,6 +530,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Serve
     maxConnectionsPerHost: p.maxConnectionsPerHost ?? DEFAULT_POOL.maxConnectionsPerHost,
     maxChannelsPerConnection: p.maxChannelsPerConnection ?? DEFAULT_POOL.maxChannelsPerConnection,
     idleTtlMs: durationAt(p.idleTtlMs, inFile('pool', 'idleTtlMs'), { max: DAY }) ?? DEFAULT_POOL.idleTtlMs,
+    maxHandshakesPerJumpHost: p.maxHandshakesPerJumpHost ?? DEFAULT_POOL.maxHandshakesPerJumpHost,
   };
 
   const d = f.diagnostics ?? {};

@@ -4,6 +4,7 @@ import { canEnter } from '../lifecycle/stages.ts';
 import type { TaskProgress } from '../lifecycle/task-table.ts';
 import { connectSsh, type ConnectTimeouts, type KeepaliveOptions } from './connect.ts';
 import type { ConnectionPool, Lease } from './connection-pool.ts';
+import { KeyedLimiter } from './keyed-limiter.ts';
 import type { SshConnection, SshTarget } from './connection.ts';
 import type { Credentials } from './credentials.ts';
 import { execCommand, type ExecRequest, type ExecResult } from './exec.ts';
@@ -42,6 +43,9 @@ export interface RemoteExec {
   run(command: RemoteCommand, scope: RemoteScope): Promise<ExecResult>;
 }
 
+/** Handshakes in progress through one jump host at once, by default. */
+export const DEFAULT_JUMP_HANDSHAKES = 10;
+
 /** How long a polite SSH disconnect may take before the socket is destroyed. */
 const CLOSE_GRACE_MS = 1000;
 
@@ -51,9 +55,15 @@ const CLOSE_GRACE_MS = 1000;
  */
 export class SshRemoteExec implements RemoteExec {
   readonly #pool: ConnectionPool | null;
+  readonly #jumpHandshakes: KeyedLimiter;
 
-  constructor(options: { pool?: ConnectionPool | null } = {}) {
+  /**
+   * `jumpHandshakes`: most handshakes in progress through one jump host at once, over every
+   * task of this runner (default {@link DEFAULT_JUMP_HANDSHAKES}).
+   */
+  constructor(options: { pool?: ConnectionPool | null; jumpHandshakes?: number } = {}) {
     this.#pool = options.pool ?? null;
+    this.#jumpHandshakes = new KeyedLimiter(options.jumpHandshakes ?? DEFAULT_JUMP_HANDSHAKES);
   }
 
   async run(command: RemoteCommand, scope: RemoteScope): Promise<ExecResult> {
@@ -61,7 +71,7 @@ export class SshRemoteExec implements RemoteExec {
     const { ledger, task, signal } = scope;
     let connection;
     try {
-      connection = await dialThrough(command, scope, this.#pool);
+      connection = await dialThrough(command, scope, this.#pool, this.#jumpHandshakes);
     } catch (err) {
       return failedBeforeExec(asTaskError(err, task.stage), command.exec.maxOutputBytes);
     }
@@ -98,7 +108,7 @@ export class SshRemoteExec implements RemoteExec {
     for (;;) {
       let lease: Lease;
       try {
-        const dial = (): Promise<SshConnection> => dialThrough(command, { ledger, task: progress, signal }, pool);
+        const dial = (): Promise<SshConnection> => dialThrough(command, { ledger, task: progress, signal }, pool, this.#jumpHandshakes);
         lease = await pool.acquire(key, progress, signal, command.timeouts.connectMs, dial, { fresh });
       } catch (err) {
         const error = asTaskError(err, task.stage);
@@ -152,7 +162,7 @@ export class SshRemoteExec implements RemoteExec {
  * an SSH connection (pooled when there is a pool) that forwards a TCP stream to the next.
  * The hops live as long as the connection over them; a hop's failure names the hop.
  */
-async function dialThrough(command: RemoteCommand, scope: RemoteScope, pool: ConnectionPool | null): Promise<SshConnection> {
+async function dialThrough(command: RemoteCommand, scope: RemoteScope, pool: ConnectionPool | null, jumpHandshakes: KeyedLimiter): Promise<SshConnection> {
   const { ledger, task, signal } = scope;
   const hops = command.jump ?? [];
   if (hops.length === 0) return connectSsh({ ...command, ledger, task, signal });
@@ -178,7 +188,25 @@ async function dialThrough(command: RemoteCommand, scope: RemoteScope, pool: Con
         owned.push(via);
       }
     }
-    const connection = await connectSsh({ ...command, ledger, task: resumable(task), signal, ...(via ? { via } : {}) });
+    // Handshakes through one jump host are limited across every task and batch: a thousand
+    // new connections forwarded at once would load the bastion and stall them all together.
+    const last = hops[hops.length - 1]!;
+    const lastName = `${last.host}:${last.port}`;
+    task.wait(`jump ${lastName}: handshake slot`);
+    const release = await jumpHandshakes.acquire(lastName, {
+      ledger,
+      owner: task.id,
+      signal,
+      ms: command.timeouts.connectMs,
+      onTimeout: () =>
+        new LeashError('connect-timeout', 'connecting', `no handshake slot through jump host ${lastName} within ${command.timeouts.connectMs} ms (${jumpHandshakes.limit} at a time)`),
+    });
+    let connection: SshConnection;
+    try {
+      connection = await connectSsh({ ...command, ledger, task: resumable(task), signal, ...(via ? { via } : {}) });
+    } finally {
+      release();
+    }
     void connection.closed.then(async () => {
       for (const lease of leases) lease.release(false);
       for (const hop of owned.reverse()) await hop.close(CLOSE_GRACE_MS);
