@@ -10,7 +10,7 @@ import { describeMethods, type Credentials } from './credentials.ts';
 import { SshConnection, type SshTarget } from './connection.ts';
 import type { HostKeyVerdict, HostKeyVerifier } from './host-key-verifier.ts';
 import { openJumpStream } from './jump-stream.ts';
-import { openTcpSocket } from './tcp-socket.ts';
+import { openTcpSocket, type TrackedSocket } from './tcp-socket.ts';
 import { TrackedAgent } from './tracked-agent.ts';
 
 /** Deadlines of the stages before a connection is ready, in ms; 0 disables one. */
@@ -90,42 +90,12 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
 
   task.enter('handshake');
   task.wait('server-banner');
-  const client = new ssh2.Client();
-  const connection = new SshConnection(client, socket, target, ledger, owner);
   let stage: Stage = 'handshake';
   let verdict: HostKeyVerdict | null = null;
+  // Filled in once the server has sent its first bytes; until then there is only the socket.
+  const made: { connection: SshConnection | null } = { connection: null };
   try {
-    const agent = options.credentials.agentSocket
-      ? new TrackedAgent(options.credentials.agentSocket, { ledger, owner, signal: connection.signal })
-      : null;
-    const hostKeyAlgorithms = options.hostKeys.preferredAlgorithms(target.host, target.port);
-    const bothBounded = timeouts.handshakeMs > 0 && timeouts.authMs > 0;
-    client.connect({
-      sock: socket.socket,
-      username: target.user,
-      // ssh2's own timer is only a backstop behind leash's stage deadlines (SSH-PITFALLS 1).
-      readyTimeout: bothBounded ? timeouts.handshakeMs + timeouts.authMs + READY_TIMEOUT_SLACK_MS : 0,
-      keepaliveInterval: options.keepalive.intervalMs,
-      keepaliveCountMax: options.keepalive.countMax,
-      ...(hostKeyAlgorithms ? { algorithms: { serverHostKey: hostKeyAlgorithms } } : {}),
-      // ssh2 calls this again on every re-key, possibly long after the handshake.
-      hostVerifier: (key: Buffer, verify: (valid: boolean) => void): void => {
-        if (task.stage === 'handshake') task.wait('host-key-check');
-        options.hostKeys.verify(target.host, target.port, key).then(
-          (v: HostKeyVerdict) => {
-            verdict = v;
-            verify(v.outcome === 'match' || v.outcome === 'accepted-new' || v.outcome === 'unchecked');
-          },
-          () => verify(false),
-        );
-      },
-      authHandler: makeAuthHandler(target.user, options.credentials, agent),
-    });
-    // ssh2 paused the socket and resumes it once its parser is attached; a second 'data'
-    // listener added now sees the same bytes without switching the stream to flowing early.
-    socket.socket.once('data', () => task.wait('key-exchange'));
-
-    await withDeadline(
+    const connection = await withDeadline(
       {
         ledger,
         owner,
@@ -135,7 +105,19 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
         onTimeout: () =>
           new LeashError('handshake-timeout', 'handshake', `SSH handshake with ${target.host}:${target.port} not done within ${timeouts.handshakeMs} ms (waiting for ${task.waiting ?? 'the server'})`),
       },
-      (signal) => untilEvent(connection, 'handshake', signal, () => hostKeyError(verdict) ?? connection.failure('handshake')),
+      async (signal): Promise<SshConnection> => {
+        // ssh2's client, parser and key-exchange state are made only once the server has
+        // spoken: a server that never does (the incident) costs a socket and a timer, not a
+        // whole SSH client (bench: memory per stuck connection).
+        await firstBytes(socket, target, signal);
+        task.wait('key-exchange');
+        const client = new ssh2.Client();
+        const started = new SshConnection(client, socket, target, ledger, owner);
+        made.connection = started;
+        startClient(client, started, options, (v) => (verdict = v));
+        await untilEvent(started, 'handshake', signal, () => hostKeyError(verdict) ?? started.failure('handshake'));
+        return started;
+      },
     );
 
     stage = 'auth';
@@ -156,9 +138,67 @@ export async function connectSsh(options: ConnectOptions): Promise<SshConnection
     task.wait(null);
     return connection;
   } catch (err) {
-    await connection.destroy();
+    if (made.connection) await made.connection.destroy();
+    else {
+      socket.destroy();
+      await socket.closed;
+    }
     throw asTaskError(err, stage);
   }
+}
+
+/**
+ * Waits for the server's first bytes (its banner) and puts them back: the stream is paused
+ * in the same 'data' event, so nothing is emitted with no listener, and ssh2 reads them
+ * first when it resumes the stream.
+ */
+function firstBytes(socket: TrackedSocket, target: SshTarget, signal: AbortSignal): Promise<void> {
+  const stream = socket.socket;
+  return waitUntil<void>(signal, ({ resolve, reject }) => {
+    const onData = (chunk: Buffer): void => {
+      stream.pause();
+      stream.unshift(chunk);
+      resolve();
+    };
+    const onGone = (): void => reject(new LeashError('connection-lost', 'handshake', `${target.host}:${target.port} closed the connection before sending its SSH banner`));
+    stream.on('data', onData);
+    stream.once('end', onGone);
+    stream.once('close', onGone);
+    return () => {
+      stream.off('data', onData);
+      stream.off('end', onGone);
+      stream.off('close', onGone);
+    };
+  });
+}
+
+/** Starts ssh2's side of the handshake on an already connected stream. */
+function startClient(client: ssh2.Client, connection: SshConnection, options: ConnectOptions, onVerdict: (verdict: HostKeyVerdict) => void): void {
+  const { target, timeouts, task, ledger } = options;
+  const agent = options.credentials.agentSocket ? new TrackedAgent(options.credentials.agentSocket, { ledger, owner: task.id, signal: connection.signal }) : null;
+  const hostKeyAlgorithms = options.hostKeys.preferredAlgorithms(target.host, target.port);
+  const bothBounded = timeouts.handshakeMs > 0 && timeouts.authMs > 0;
+  client.connect({
+    sock: connection.socket.socket,
+    username: target.user,
+    // ssh2's own timer is only a backstop behind leash's stage deadlines (SSH-PITFALLS 1).
+    readyTimeout: bothBounded ? timeouts.handshakeMs + timeouts.authMs + READY_TIMEOUT_SLACK_MS : 0,
+    keepaliveInterval: options.keepalive.intervalMs,
+    keepaliveCountMax: options.keepalive.countMax,
+    ...(hostKeyAlgorithms ? { algorithms: { serverHostKey: hostKeyAlgorithms } } : {}),
+    // ssh2 calls this again on every re-key, possibly long after the handshake.
+    hostVerifier: (key: Buffer, verify: (valid: boolean) => void): void => {
+      if (task.stage === 'handshake') task.wait('host-key-check');
+      options.hostKeys.verify(target.host, target.port, key).then(
+        (v: HostKeyVerdict) => {
+          onVerdict(v);
+          verify(v.outcome === 'match' || v.outcome === 'accepted-new' || v.outcome === 'unchecked');
+        },
+        () => verify(false),
+      );
+    },
+    authHandler: makeAuthHandler(target.user, options.credentials, agent),
+  });
 }
 
 /**
