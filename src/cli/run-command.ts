@@ -1,5 +1,3 @@
-import os from 'node:os';
-import path from 'node:path';
 import ssh2 from 'ssh2';
 import type { ParsedKey } from 'ssh2';
 import { cancelledError } from '../lifecycle/errors.ts';
@@ -9,13 +7,14 @@ import { fanOut } from '../service/fan-out.ts';
 import type { TaskSpec } from '../service/task-spec.ts';
 import type { Credentials } from '../ssh/credentials.ts';
 import { startDemoTarget, type DemoTarget } from '../ssh/demo-target.ts';
-import { HostKeyFileError, HostKeyVerifier } from '../ssh/host-key-verifier.ts';
+import { HostKeyFileError, HostKeyVerifier, type HostKeyPolicy } from '../ssh/host-key-verifier.ts';
 import { ConnectionPool } from '../ssh/connection-pool.ts';
 import { SshRemoteExec } from '../ssh/remote-exec.ts';
-import { loadCredentials } from './load-credentials.ts';
+import { CredentialSets } from './load-credentials.ts';
 import type { CliIo } from './main.ts';
 import { RUN_USAGE, parseRunOptions, type RunOptions } from './run-options.ts';
 import { RunOutput } from './run-output.ts';
+import { configureHosts, loadSshConfig, type ConfiguredHost } from './ssh-config-hosts.ts';
 import { UsageError } from './usage-error.ts';
 
 /** Exit status after Ctrl-C, as shells report a death by SIGINT. */
@@ -53,12 +52,23 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
   const pool = new ConnectionPool(ledger, { idleTtlMs: CLI_POOL_IDLE_MS });
   try {
     const warn = (line: string): void => void io.stderr.write(`${line}\n`);
-    const credentials = await loadCredentials(options, { env: io.env, interactive: io.interactive, signal: cancel.signal, warn });
-    const hostKeys = await loadHostKeys(options, io.env, warn);
+    // Only for hosts: `leash demo` does not depend on the user's ssh config.
+    const hosts = options.hosts.length === 0 ? [] : configureHosts(options, await loadSshConfig(options));
+    const credentials = await CredentialSets.load(options, { env: io.env, interactive: io.interactive, signal: cancel.signal, warn });
+    const hostKeys = hostKeySets(options, warn);
     if (options.hostKeyPolicy === 'off') {
       warn('warning: --host-key-policy off: host keys are not checked; anyone on the network path can impersonate these hosts');
     }
-    const specs = options.hosts.map((target) => taskSpec(options, target, credentials, hostKeys));
+    const unchecked = hosts.filter((h) => h.policyFromConfig && h.hostKeyPolicy === 'off').map((h) => h.alias);
+    if (unchecked.length > 0) {
+      const named = unchecked.length > 5 ? `${unchecked.slice(0, 5).join(', ')} and ${unchecked.length - 5} more` : unchecked.join(', ');
+      warn(`warning: StrictHostKeyChecking no (ssh config): host keys of ${named} are not checked; anyone on the network path can impersonate them`);
+    }
+    const specs: TaskSpec[] = [];
+    // One at a time: loading a key may ask for its passphrase.
+    for (const host of hosts) {
+      specs.push(taskSpec(options, host, await credentials.forHost(host.identityFiles), await hostKeys(host.hostKeyPolicy, host.knownHostsFiles)));
+    }
     if (options.demo) {
       demo = await startDemoTarget({ ledger });
       specs.push(demoSpec(options, demo));
@@ -88,12 +98,15 @@ export async function runCommand(argv: readonly string[], io: CliIo): Promise<nu
   }
 }
 
-function taskSpec(options: RunOptions, target: TaskSpec['target'], credentials: Credentials, hostKeys: HostKeyVerifier): TaskSpec {
+type HostSettings = Pick<ConfiguredHost, 'target' | 'jump' | 'timeouts' | 'keepalive'>;
+
+function taskSpec(options: RunOptions, host: HostSettings, credentials: Credentials, hostKeys: HostKeyVerifier): TaskSpec {
   return {
-    target,
+    target: host.target,
+    ...(host.jump.length > 0 ? { jump: host.jump } : {}),
     command: options.command,
-    timeouts: options.timeouts,
-    keepalive: options.keepalive,
+    timeouts: host.timeouts,
+    keepalive: host.keepalive,
     maxOutputBytes: options.maxOutputBytes,
     credentials,
     hostKeys,
@@ -102,21 +115,32 @@ function taskSpec(options: RunOptions, target: TaskSpec['target'], credentials: 
   };
 }
 
-/** Reads ~/.ssh/known_hosts (read-only) and leash's own file; an unreadable one is a usage error. */
-async function loadHostKeys(options: RunOptions, env: NodeJS.ProcessEnv, warn: (line: string) => void): Promise<HostKeyVerifier> {
-  const home = env.HOME ?? os.homedir();
-  try {
-    const verifier = await HostKeyVerifier.load({
-      policy: options.hostKeyPolicy,
-      readFiles: [path.join(home, '.ssh', 'known_hosts')],
-      ownFile: options.knownHostsFile,
-    });
-    for (const w of verifier.warnings) warn(`warning: ${w}`);
+/**
+ * Host key verifiers by policy and files read (~/.ssh/known_hosts, or the ssh config's
+ * UserKnownHostsFile; read-only) besides leash's own file: one object per distinct pair, as
+ * the connection pool shares connections only between tasks with the same verifier object.
+ * An unreadable file is a usage error; each warning is printed once.
+ */
+function hostKeySets(options: RunOptions, warn: (line: string) => void): (policy: HostKeyPolicy, readFiles: readonly string[]) => Promise<HostKeyVerifier> {
+  const verifiers = new Map<string, HostKeyVerifier>();
+  const warned = new Set<string>();
+  return async (policy, readFiles) => {
+    const id = [policy, ...readFiles].join('\u0000');
+    let verifier = verifiers.get(id);
+    if (verifier !== undefined) return verifier;
+    try {
+      verifier = await HostKeyVerifier.load({ policy, readFiles: [...readFiles], ownFile: options.knownHostsFile });
+    } catch (err) {
+      if (err instanceof HostKeyFileError) throw new UsageError(err.message);
+      throw err;
+    }
+    verifiers.set(id, verifier);
+    for (const w of verifier.warnings) {
+      if (!warned.has(w)) warn(`warning: ${w}`);
+      warned.add(w);
+    }
     return verifier;
-  } catch (err) {
-    if (err instanceof HostKeyFileError) throw new UsageError(err.message);
-    throw err;
-  }
+  };
 }
 
 /** The demo target: its own ephemeral key and a host key trusted for this run only. */
@@ -127,7 +151,7 @@ function demoSpec(options: RunOptions, demo: DemoTarget): TaskSpec {
   const hostKeys = HostKeyVerifier.fromLines([demo.knownHostsLine], 'strict');
   return taskSpec(
     options,
-    { host: demo.host, port: demo.port, user: demo.user },
+    { target: { host: demo.host, port: demo.port, user: demo.user }, jump: [], timeouts: options.timeouts, keepalive: options.keepalive },
     { keys: [{ path: 'demo', parsed: key }], agentSocket: null, password: null },
     hostKeys,
   );

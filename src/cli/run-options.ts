@@ -6,6 +6,7 @@ import { DEFAULT_KEEPALIVE, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_TIMEOUTS, type Tas
 import type { KeepaliveOptions } from '../ssh/connect.ts';
 import { parseDuration } from './duration.ts';
 import { parseHostList, type HostSpec } from '../service/host-list.ts';
+import type { JumpHop } from '../ssh/ssh-config.ts';
 import { readInventory } from './inventory.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -17,12 +18,21 @@ Runs COMMAND on every host over SSH and reports each host's result.
 Hosts:
   --hosts LIST             comma-separated [user@]host[:port], with ranges: web[01-20].example.com, 10.0.0.[1-5]
   --inventory FILE         a file of host entries (same syntax), # comments
-  -u, --user USER          default remote user (default: the local user)
-  -p, --port PORT          default port (default: 22)
+  -u, --user USER          default remote user (default: the ssh config's User, else the local user)
+  -p, --port PORT          default port (default: the ssh config's Port, else 22)
+  -J, --jump HOP[,HOP...]  jump hosts, [user@]host[:port], first hop first (like ssh -J; overrides
+                           ProxyJump; each hop is looked up in the ssh config; "none": no jump host)
   --demo                   also run on leash's built-in loopback demo target
 
+SSH config (read as ssh does: HostName, User, Port, IdentityFile, ProxyJump, ConnectTimeout,
+ServerAliveInterval/CountMax, StrictHostKeyChecking, UserKnownHostsFile; its User and Port come after
+an entry's user@ and :port but before -u and -p; the timeout, keepalive and host key flags win over it):
+  --ssh-config FILE        the OpenSSH client config to read (default: ~/.ssh/config, when it exists)
+  --no-ssh-config          read no ssh config
+
 Authentication (tried in this order):
-  -i, --identity KEY       private key file (repeatable; default: ~/.ssh/id_ed25519, id_ecdsa, id_rsa)
+  -i, --identity KEY       private key file (repeatable), tried before the ssh config's IdentityFile keys
+                           (with neither: ~/.ssh/id_ed25519, id_ecdsa, id_rsa)
   --passphrase-env NAME    environment variable holding the key passphrase (default: LEASH_KEY_PASSPHRASE;
                            otherwise asked for on a terminal)
   --no-agent               do not use ssh-agent (default: use SSH_AUTH_SOCK when set)
@@ -30,9 +40,11 @@ Authentication (tried in this order):
   --ask-password           ask for the password on the terminal
 
 Host keys:
-  --host-key-policy P      strict (default) | accept-new | off
+  --host-key-policy P      strict (default) | accept-new | off; without it, the ssh config's
+                           StrictHostKeyChecking applies per host
   --known-hosts FILE       leash's known_hosts, read and appended to by accept-new
-                           (default: ~/.local/state/leash/known_hosts; ~/.ssh/known_hosts is also read)
+                           (default: ~/.local/state/leash/known_hosts; ~/.ssh/known_hosts, or the
+                           ssh config's UserKnownHostsFile, is also read)
 
 Deadlines (500ms, 10s, 2m, 1h; 0 disables):
   --timeout D              the command as a whole (default: 10m)
@@ -58,9 +70,36 @@ Output:
 Exit status: 0 when every host is ok, 1 when any is not, 2 on a usage error, 130 on Ctrl-C.
 `;
 
+/** One expanded host entry as written: user and port are null when the entry has no `user@` / `:port`. */
+export interface HostEntry {
+  readonly host: string;
+  readonly user: string | null;
+  readonly port: number | null;
+}
+
 /** Everything `leash run` was asked to do, validated. */
 export interface RunOptions {
-  readonly hosts: readonly HostSpec[];
+  /** The host entries, before the ssh config and the `-u` / `-p` defaults are applied. */
+  readonly hosts: readonly HostEntry[];
+  /** `-u`, or null. */
+  readonly user: string | null;
+  /** `-p`, or null. */
+  readonly port: number | null;
+  /** Whose name a host gets when nothing else names a user ($USER). */
+  readonly localUser: string;
+  /** $HOME, for `~` in paths and the ssh config. */
+  readonly home: string;
+  /** The ssh config to read (`required`: `--ssh-config` named it, so it must exist), or null with `--no-ssh-config`. */
+  readonly sshConfig: { readonly file: string; readonly required: boolean } | null;
+  /** `-J` hops, first hop first ([] for `-J none`), or null when not given. */
+  readonly jump: readonly JumpHop[] | null;
+  /** Which settings an ssh config also has were given as flags (a flag wins over the config). */
+  readonly flagged: {
+    readonly connectTimeout: boolean;
+    readonly keepaliveInterval: boolean;
+    readonly keepaliveCount: boolean;
+    readonly hostKeyPolicy: boolean;
+  };
   readonly demo: boolean;
   readonly command: string;
   readonly timeouts: TaskTimeouts;
@@ -92,12 +131,15 @@ export async function parseRunOptions(argv: readonly string[], env: NodeJS.Proce
   const { values, positionals } = parseFlags(argv);
   if (values.help) return null;
 
-  const user = values.user ?? env.USER ?? os.userInfo().username;
-  const port = values.port === undefined ? 22 : parseInteger(values.port, '--port', 1, 65535);
-  const defaults = { user, port };
-  const hosts: HostSpec[] = [];
-  for (const list of values.hosts ?? []) hosts.push(...parseHostList(list, defaults, '--hosts'));
-  for (const file of values.inventory ?? []) hosts.push(...(await readInventory(file, defaults)));
+  const localUser = env.USER ?? os.userInfo().username;
+  const port = values.port === undefined ? null : parseInteger(values.port, '--port', 1, 65535);
+  // Parsed with markers for "not written" (no entry can have an empty user or port 0): the
+  // ssh config comes between an entry's own user and port and the -u / -p defaults.
+  const unset = { user: '', port: 0 };
+  const specs: HostSpec[] = [];
+  for (const list of values.hosts ?? []) specs.push(...parseHostList(list, unset, '--hosts'));
+  for (const file of values.inventory ?? []) specs.push(...(await readInventory(file, unset)));
+  const hosts = dedupe(specs).map((h): HostEntry => ({ host: h.host, user: h.user === '' ? null : h.user, port: h.port === 0 ? null : h.port }));
   const demo = values.demo ?? false;
   if (hosts.length === 0 && !demo) throw new UsageError('no hosts: give --hosts LIST or --inventory FILE (see leash run --help)');
 
@@ -115,8 +157,29 @@ export async function parseRunOptions(argv: readonly string[], env: NodeJS.Proce
   }
   const home = env.HOME ?? os.homedir();
   const stateHome = env.XDG_STATE_HOME ?? path.join(home, '.local', 'state');
+  if (values['ssh-config'] !== undefined && values['no-ssh-config'] === true) {
+    throw new UsageError('--ssh-config and --no-ssh-config contradict each other: give one');
+  }
+  const sshConfig =
+    values['no-ssh-config'] === true
+      ? null
+      : values['ssh-config'] === undefined
+        ? { file: path.join(home, '.ssh', 'config'), required: false }
+        : { file: expandHome(values['ssh-config'], home), required: true };
   return {
-    hosts: dedupe(hosts),
+    hosts,
+    user: values.user ?? null,
+    port,
+    localUser,
+    home,
+    sshConfig,
+    jump: values.jump === undefined ? null : parseJumpList(values.jump),
+    flagged: {
+      connectTimeout: values['connect-timeout'] !== undefined,
+      keepaliveInterval: values['keepalive-interval'] !== undefined,
+      keepaliveCount: values['keepalive-count'] !== undefined,
+      hostKeyPolicy: values['host-key-policy'] !== undefined,
+    },
     demo,
     command,
     timeouts: {
@@ -159,6 +222,9 @@ function parseFlags(argv: readonly string[]) {
         inventory: { type: 'string', multiple: true },
         user: { type: 'string', short: 'u' },
         port: { type: 'string', short: 'p' },
+        jump: { type: 'string', short: 'J' },
+        'ssh-config': { type: 'string' },
+        'no-ssh-config': { type: 'boolean' },
         demo: { type: 'boolean' },
         identity: { type: 'string', short: 'i', multiple: true },
         'passphrase-env': { type: 'string' },
@@ -199,6 +265,42 @@ function describeParseError(err: unknown): string {
     return /argument missing/.test(message) ? `option ${flag ?? ''} needs a value`.trim() : `option ${flag ?? ''} does not take a value`.trim();
   }
   return message.split('\n')[0] ?? message;
+}
+
+/**
+ * `-J HOP[,HOP...]` as ssh takes it: `[user@]host[:port]`, `[user@][v6addr][:port]` or
+ * `ssh://[user@]host[:port]` per hop; `none` alone means no jump host at all.
+ */
+export function parseJumpList(text: string): JumpHop[] {
+  if (text.trim().toLowerCase() === 'none') return [];
+  return text.split(',').map((raw) => {
+    const bad = (why: string): never => {
+      throw new UsageError(`bad -J hop "${raw}": ${why}; expected [user@]host[:port], comma-separated`);
+    };
+    let rest = raw.trim();
+    if (rest.startsWith('ssh://')) rest = rest.slice('ssh://'.length).replace(/\/$/, '');
+    const at = rest.lastIndexOf('@');
+    const user = at >= 0 ? rest.slice(0, at) : null;
+    if (user === '') bad('empty user before "@"');
+    rest = rest.slice(at + 1);
+    let host = rest;
+    let portText: string | null = null;
+    if (rest.startsWith('[')) {
+      const close = rest.indexOf(']');
+      if (close < 0) bad('"[" without a matching "]"');
+      host = rest.slice(1, close);
+      const after = rest.slice(close + 1);
+      if (after !== '' && !after.startsWith(':')) bad('expected :port after "]"');
+      if (after !== '') portText = after.slice(1);
+    } else if (rest.split(':').length === 2) {
+      [host = '', portText = ''] = rest.split(':');
+    }
+    if (host === '') bad('missing host name');
+    if (/[\s/@,\p{Cc}]/u.test(host) || (user !== null && /[\s:\p{Cc}]/u.test(user))) bad('unexpected characters');
+    const port = portText === null ? null : /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
+    if (port !== null && !(port >= 1 && port <= 65535)) bad(`bad port "${portText}"`);
+    return { host, user, port };
+  });
 }
 
 function parseInteger(text: string, flag: string, min: number, max: number): number {
