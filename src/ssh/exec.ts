@@ -66,7 +66,7 @@ export interface ExecScope {
   readonly signal: AbortSignal;
 }
 
-/** After `exit` arrives, how long `close` may lag before the channel is closed by us (ssh2#980). */
+/** After `exit` arrives, how long the channel may stay silent before it is closed by us (ssh2#980). */
 const EXIT_CLOSE_GRACE_MS = 2000;
 /** Real sshd confirms a kill in well under 100 ms; a server that does not, gets little more. */
 const DEFAULT_KILL_GRACE_MS = 700;
@@ -211,16 +211,21 @@ async function runOnChannel(
   const timers: ResourceHandle[] = [];
   const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
 
-  // `close` normally follows the exit at once; do not wait on a server that never sends it.
+  // `close` follows the exit once the server has sent the rest of the output; do not wait
+  // on a server that never sends it (ssh2#980). The exit status is not flow-controlled and
+  // can overtake megabytes of output still queued behind the channel window (a slow link):
+  // the grace is silence after the exit, not time since it, or that output would be lost.
   let exitGraceOver: () => void = () => {};
   const exitGrace = new Promise<void>((resolve) => (exitGraceOver = resolve));
-  const armExitGrace = (): void => {
+  const armExitGrace = (ms = EXIT_CLOSE_GRACE_MS): void => {
     if (finished) return;
     timers.push(
       ledger.timeout(
         owner,
-        EXIT_CLOSE_GRACE_MS,
+        ms,
         () => {
+          const silentFor = Date.now() - lastOutputAt;
+          if (silentFor < EXIT_CLOSE_GRACE_MS) return armExitGrace(EXIT_CLOSE_GRACE_MS - silentFor);
           channel.close();
           exitGraceOver();
         },
@@ -228,7 +233,7 @@ async function runOnChannel(
       ),
     );
   };
-  exit.onExit = armExitGrace;
+  exit.onExit = () => armExitGrace();
   if (exit.exited) armExitGrace();
   const onChunk = (stream: OutputStream, capture: OutputCapture) => (chunk: Buffer) => {
     lastOutputAt = Date.now();

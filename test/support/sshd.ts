@@ -305,9 +305,9 @@ function freePort(): Promise<number> {
 }
 
 /** Connects and reads the server's identification line; undefined if none within `ms`. */
-function readBanner(port: number, ms: number): Promise<string | undefined> {
+export function readBanner(host: string, port: number, ms: number): Promise<string | undefined> {
   return new Promise((resolve) => {
-    const sock = net.connect({ host: '127.0.0.1', port });
+    const sock = net.connect({ host, port });
     let buf = '';
     const finish = (value: string | undefined): void => {
       clearTimeout(timer);
@@ -326,7 +326,8 @@ function readBanner(port: number, ms: number): Promise<string | undefined> {
   });
 }
 
-async function tail(file: string, lines = 40): Promise<string> {
+/** The last `lines` lines of a log file, or `(no log)`. */
+export async function tail(file: string, lines = 40): Promise<string> {
   try {
     const text = await fs.readFile(file, 'utf8');
     return text.split('\n').slice(-lines - 1).join('\n').trimEnd();
@@ -534,7 +535,7 @@ async function waitReady(
       const text = await tail(logPath, 20);
       return /Address already in use|Cannot bind any address/.test(text) ? 'bind-failed' : 'exited';
     }
-    const banner = await readBanner(port, Math.min(1000, Math.max(1, until - Date.now())));
+    const banner = await readBanner('127.0.0.1', port, Math.min(1000, Math.max(1, until - Date.now())));
     // Someone else's server on the port would not speak OpenSSH; ours exits on bind failure.
     if (banner?.startsWith('SSH-2.0-OpenSSH') === true && child.exitCode === null && child.signalCode === null) return 'ready';
     await sleep(25);
