@@ -1,28 +1,34 @@
 // `npm run bench [-- --quick]`: leash against the tools users would pick instead, in one
-// run on one machine (issue 5, "Benchmarks"; this first version covers what exists today:
-// fresh connections per task and memory per stuck connection).
+// run on one machine (issue 5, "Benchmarks"). Every comparison alternates its contenders
+// per repetition (bench/lib/alternate.ts).
 //
 // 1. Fresh connection per task, remote command `true`, real OpenSSH sshd on loopback with a
 //    clean HOME: leash in-process vs OpenSSH `ssh` spawned per task (curve25519 kex, as
-//    leash/ssh2 uses), sequential and 32 at a time, contenders alternating per repetition.
-// 2. Memory per stuck connection: N tasks in flight against a server that never speaks,
+//    leash/ssh2 uses) vs Go's x/crypto/ssh (bench/peers/go-ssh, when Debian's Go packages are
+//    installed), sequential and 32 at a time.
+// 2. One pooled connection (sshd with MaxSessions 32): leash's ConnectionPool vs OpenSSH
+//    ControlMaster vs Go sessions on one connection, sequential and 16 at a time.
+// 3. Fan-out to 200 loopback addresses (one sshd on 0.0.0.0): `leash run` vs pssh vs clush.
+// 4. Memory per stuck connection: N tasks in flight against a server that never speaks,
 //    measured once all are in stage `handshake`, then all cancelled; the ledger must be empty.
-// 3. API overhead (issue 3): the same task through `POST /v1/tasks` with `wait` of a
+//    The same for Go's handshakes.
+// 5. API overhead (issue 3): the same task through `POST /v1/tasks` with `wait` of a
 //    `leash serve` in this process vs the core called directly, sequential and 16 clients vs
 //    fanOut concurrency 16, alternating; the service adds at most 10% (target).
-// 4. Diagnostics cost (issue 4): (a) part 3's service workload with the optional diagnostics
+// 6. Diagnostics cost (issue 4): (a) part 5's service workload with the optional diagnostics
 //    off vs on (leak watchdog every 1 s, heap sampling, /metrics scraped every 1 s and
 //    /debug/tasks?debug=1 every 5 s), one service at a time, alternating; on costs at most 3%
 //    (target). (b) /debug/tasks with 10,000 live tasks injected into the task table: cold and
 //    warm dumps over HTTP and in process, the event-loop pause, and µs per live task.
 //
 // Full run → bench/RESULTS.md; --quick → bench/out/RESULTS-quick.md (gitignored).
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { TestService } from '../test/support/service.ts';
 import { collector } from '../test/support/gc.ts';
-import { startSshd, type Sshd } from '../test/support/sshd.ts';
+import { descendantPids, startSshd, type Sshd } from '../test/support/sshd.ts';
 import {
   API_WAIT_S,
   benchLimits,
@@ -60,9 +66,13 @@ import {
   type Contender,
   type RepResult,
 } from './lib/fresh.ts';
+import { alternate, latencyLine, type AlternatedScenario } from './lib/alternate.ts';
+import { clushFanout, leashFanout, psshFanout, runFanout, startFanoutSshd, toolVersions, type FanoutRep } from './lib/fanout.ts';
+import { buildGoPeer, goContender, goStuck, type GoPeer, type GoStuckResult } from './lib/go-peer.ts';
+import { controlMaster, pooledLeash, POOLED_SSHD_CONFIG, type ControlMaster, type PooledLeash } from './lib/pooled.ts';
 import { describeMachine, describeVersions, markdownTable, REPO, textTable, type Table } from './lib/report.ts';
 import { perConnectionKiB, startSilentServer, stuckConnections, type SilentServer, type StuckResult } from './lib/stuck.ts';
-import { fmt, KiB, median, MiB, percentile } from './lib/util.ts';
+import { fmt, KiB, median, MiB, percentile, pollUntil, withTimeout } from './lib/util.ts';
 
 interface Config {
   readonly quick: boolean;
@@ -75,11 +85,22 @@ interface Config {
   readonly minReps: number;
   /** Seconds each scenario may take before it stops adding repetitions (after minReps). */
   readonly budgetS: { readonly sequential: number; readonly concurrent: number };
+  /** Part 2, one pooled connection. */
+  readonly pooled: {
+    readonly seqTasks: number;
+    readonly concTasks: number;
+    readonly concurrency: number;
+    readonly reps: number;
+    readonly minReps: number;
+    readonly budgetS: { readonly sequential: number; readonly concurrent: number };
+  };
+  /** Part 3, fan-out: one repetition is one run of each tool over every host. */
+  readonly fanout: { readonly hosts: number; readonly concurrency: number; readonly reps: number; readonly minReps: number; readonly budgetS: number };
   readonly stuck: number;
   readonly stuckWarmup: number;
   /** The whole run must end by then; a last-resort watchdog exits 1 (exit hooks kill our children). */
   readonly deadlineMs: number;
-  /** Part 3, API overhead: its own sizes, repetitions and budgets. */
+  /** Part 5, API overhead: its own sizes, repetitions and budgets. */
   readonly api: {
     readonly seqTasks: number;
     readonly concTasks: number;
@@ -88,7 +109,7 @@ interface Config {
     readonly minReps: number;
     readonly budgetS: { readonly sequential: number; readonly concurrent: number };
   };
-  /** Part 4, diagnostics cost: 4a's sizes, repetitions and budgets; 4b's live tasks, warm dumps and iterations. */
+  /** Part 6, diagnostics cost: 6a's sizes, repetitions and budgets; 6b's live tasks, warm dumps and iterations. */
   readonly diag: {
     readonly seqTasks: number;
     readonly concTasks: number;
@@ -109,33 +130,42 @@ const FULL: Config = {
   concurrency: 32,
   reps: 7,
   minReps: 5,
-  budgetS: { sequential: 300, concurrent: 240 },
+  budgetS: { sequential: 420, concurrent: 360 },
+  pooled: { seqTasks: 200, concTasks: 320, concurrency: 16, reps: 7, minReps: 5, budgetS: { sequential: 150, concurrent: 150 } },
+  fanout: { hosts: 200, concurrency: 32, reps: 5, minReps: 5, budgetS: 400 },
   stuck: 2000,
   stuckWarmup: 200,
-  deadlineMs: 20 * 60_000,
+  deadlineMs: 45 * 60_000,
   // An even number of repetitions, so each contender goes first equally often.
   api: { seqTasks: 50, concTasks: 96, concurrency: 16, reps: 6, minReps: 5, budgetS: { sequential: 150, concurrent: 120 } },
-  // Part 3's workload; each repetition also starts, warms up and stops a service per contender.
+  // Part 5's workload; each repetition also starts, warms up and stops a service per contender.
   diag: { seqTasks: 50, concTasks: 96, concurrency: 16, reps: 6, minReps: 4, budgetS: { sequential: 150, concurrent: 120 }, dumpTasks: 10_000, warmDumps: 20, taskCostIterations: 100_000 },
 };
-// --quick must end within about 3 minutes on a 2-core machine: with others' tests on the same
-// cores a scenario may stop at 3 repetitions (part 4: 2), and the output says so.
+// --quick must end within about 3 minutes on a 2-core machine: smaller sizes, 2–3 repetitions
+// (a scenario may stop at its minimum when others' tests share the cores; the output says so),
+// and the fan-out over 40 addresses instead of 200.
 const QUICK: Config = {
   quick: true,
   seqTasks: 16,
   concTasks: 64,
   concurrency: 32,
-  reps: 5,
-  minReps: 3,
-  budgetS: { sequential: 40, concurrent: 52 },
+  reps: 3,
+  minReps: 2,
+  budgetS: { sequential: 20, concurrent: 25 },
+  pooled: { seqTasks: 32, concTasks: 64, concurrency: 16, reps: 3, minReps: 2, budgetS: { sequential: 12, concurrent: 12 } },
+  fanout: { hosts: 40, concurrency: 32, reps: 2, minReps: 1, budgetS: 25 },
   stuck: 500,
   stuckWarmup: 100,
-  deadlineMs: 4 * 60_000,
-  api: { seqTasks: 8, concTasks: 32, concurrency: 16, reps: 4, minReps: 3, budgetS: { sequential: 14, concurrent: 14 } },
-  diag: { seqTasks: 8, concTasks: 32, concurrency: 16, reps: 2, minReps: 2, budgetS: { sequential: 12, concurrent: 12 }, dumpTasks: 10_000, warmDumps: 10, taskCostIterations: 20_000 },
+  deadlineMs: 8 * 60_000,
+  api: { seqTasks: 8, concTasks: 32, concurrency: 16, reps: 2, minReps: 2, budgetS: { sequential: 10, concurrent: 10 } },
+  diag: { seqTasks: 8, concTasks: 32, concurrency: 16, reps: 2, minReps: 2, budgetS: { sequential: 10, concurrent: 10 }, dumpTasks: 10_000, warmDumps: 10, taskCostIterations: 20_000 },
 };
 const WARMUP_SEQ = 5;
-const FRESH_THROUGHPUT_TARGET = 3; // issue 5: ≥ 3× OpenSSH per-task
+const FRESH_THROUGHPUT_TARGET = 3; // issue 5: ≥ 3× OpenSSH per-task (and ≥ Go's)
+const POOLED_THROUGHPUT_TARGET = 2; // issue 5: pooled sequential ≥ 2× ControlMaster (and ≥ Go's sessions)
+const FANOUT_TIMEOUT_MS = 300_000;
+const STARTUP_RUNS = (c: Config): number => (c.quick ? 1 : 3);
+const GO_MISSING = 'Go peer not installed (apt-get install golang-go golang-golang-x-crypto-dev)';
 const STUCK_TARGET_KIB = 16; // issue 5: ≤ 16 KiB RSS per stuck connection
 const API_OVERHEAD_TARGET = 0.1; // issue 3: the service adds at most 10%
 const DIAG_OVERHEAD_TARGET = 0.03; // issue 4: all diagnostics on costs at most 3%
@@ -204,36 +234,43 @@ interface Scenario {
   readonly results: Map<string, RepResult[]>;
 }
 
-function freshTable(scenarios: readonly Scenario[]): Table {
+/** One row per contender (the first is leash), then one ratio row leash/peer per peer. */
+function contenderTable(scenarios: readonly Scenario[], names: readonly string[]): Table {
   const rows: string[][] = [];
   for (const s of scenarios) {
-    const leash = summarize(s.results.get('leash') ?? []);
-    const ssh = summarize(s.results.get('ssh') ?? []);
+    const present = names.filter((n) => (s.results.get(n) ?? []).length > 0);
+    const sums = new Map(present.map((n) => [n, summarize(s.results.get(n)!)]));
     const rssCell = (x: Summary): string =>
       `${fmt(x.peakRssKiB / KiB)}${x.rssGrowthKiB === null ? '' : ` (+${fmt(x.rssGrowthKiB / KiB)})`}`;
-    const row = (name: string, x: Summary): string[] => [
-      s.title,
-      name,
-      `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`,
-      fmt(x.p99),
-      fmt(x.wallMs / 1000, 2),
-      fmt(x.tps),
-      fmt(x.clientCpu),
-      fmt(x.serverCpu),
-      rssCell(x),
-    ];
-    rows.push(row('leash', leash), row('ssh', ssh));
-    rows.push([
-      s.title,
-      'leash/ssh',
-      fmt(leash.p50 / ssh.p50, 2),
-      fmt(leash.p99 / ssh.p99, 2),
-      fmt(leash.wallMs / ssh.wallMs, 2),
-      `${fmt(leash.tps / ssh.tps, 2)}×`,
-      fmt(leash.clientCpu / ssh.clientCpu, 2),
-      fmt(leash.serverCpu / ssh.serverCpu, 2),
-      fmt(leash.peakRssKiB / ssh.peakRssKiB, 2),
-    ]);
+    for (const [name, x] of sums) {
+      rows.push([
+        s.title,
+        name,
+        `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`,
+        fmt(x.p99),
+        fmt(x.wallMs / 1000, 2),
+        fmt(x.tps),
+        fmt(x.clientCpu),
+        fmt(x.serverCpu),
+        rssCell(x),
+      ]);
+    }
+    const [first, ...peers] = present;
+    const leash = sums.get(first!)!;
+    for (const peer of peers) {
+      const other = sums.get(peer)!;
+      rows.push([
+        s.title,
+        `${first}/${peer}`,
+        fmt(leash.p50 / other.p50, 2),
+        fmt(leash.p99 / other.p99, 2),
+        fmt(leash.wallMs / other.wallMs, 2),
+        `${fmt(leash.tps / other.tps, 2)}×`,
+        fmt(leash.clientCpu / other.clientCpu, 2),
+        fmt(leash.serverCpu / other.serverCpu, 2),
+        fmt(leash.peakRssKiB / other.peakRssKiB, 2),
+      ]);
+    }
   }
   return {
     headers: ['scenario', 'contender', 'p50 ms [rep range]', 'p99 ms', 'wall s', 'tasks/s', 'client CPU ms/task', 'sshd CPU ms/task', 'peak RSS MiB'],
@@ -242,13 +279,20 @@ function freshTable(scenarios: readonly Scenario[]): Table {
   };
 }
 
+/** tasks/s of `a` over `b` in a scenario (NaN when either is missing). */
+function tpsRatio(s: Scenario, a: string, b: string): number {
+  const x = s.results.get(a) ?? [];
+  const y = s.results.get(b) ?? [];
+  return x.length && y.length ? summarize(x).tps / summarize(y).tps : Number.NaN;
+}
+
 const STAGES = ['queued', 'connecting', 'handshake', 'auth', 'channel', 'running', 'closing'] as const;
 
-function stageTable(scenarios: readonly Scenario[]): Table {
+function stageTable(scenarios: readonly Scenario[], name = 'leash'): Table {
   return {
     headers: ['leash scenario', ...STAGES.map((s) => `${s} ms`), 'total ms'],
     rows: scenarios.map((s) => {
-      const reports = (s.results.get('leash') ?? []).flatMap((r) => r.reports);
+      const reports = (s.results.get(name) ?? []).flatMap((r) => r.reports);
       const stage = (name: string): number =>
         median(reports.map((r) => r.stages.filter((st) => st.stage === name).reduce((a, st) => a + st.durationMs, 0)));
       return [s.title, ...STAGES.map((name) => fmt(stage(name))), fmt(median(reports.map((r) => r.durationMs)))];
@@ -298,9 +342,8 @@ function stuckTables(r: StuckResult): { during: Table; after: Table } {
 }
 
 // ---------------------------------------------------------------------------------------
-// Part 3: API overhead.
+// Part 5: API overhead.
 
-type ApiName = ApiContender['name'];
 
 interface ApiScenario {
   readonly title: string;
@@ -309,7 +352,7 @@ interface ApiScenario {
   reps: number;
   cut: string | null;
   /** Index i of both lists is repetition i: the pairs ran back to back. */
-  readonly results: Map<ApiName, ApiRepResult[]>;
+  readonly results: Map<string, ApiRepResult[]>;
 }
 
 interface ApiMeasured {
@@ -457,28 +500,17 @@ async function measureApi(config: Config, target: Sshd, gc: () => void): Promise
     idleLedger = await settledLedgerCount();
 
     for (const s of scenarios) {
-      const scenarioStart = performance.now();
-      const budgetMs = a.budgetS[s.key] * 1000;
-      for (let i = 0; i < a.reps; i++) {
-        const spent = performance.now() - scenarioStart;
-        if (i >= a.minReps && spent + spent / i > budgetMs) {
-          s.cut = `stopped after ${i} of ${a.reps} repetitions to stay within its ${a.budgetS[s.key]} s budget`;
-          progress(`API ${s.title}: ${s.cut}`);
-          break;
-        }
-        const order = i % 2 === 0 ? contenders : [...contenders].reverse();
-        const line: string[] = [];
-        for (const c of order) {
-          gc();
-          const result = await rep(() => (s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, a.concurrency)));
-          const list = s.results.get(c.name) ?? [];
-          list.push(result);
-          s.results.set(c.name, list);
-          line.push(`${c.name} p50 ${fmt(percentile(result.latencies, 50))} ms, ${fmt(result.latencies.length / (result.wallMs / 1000))}/s`);
-        }
-        s.reps = i + 1;
-        progress(`API ${s.title} rep ${i + 1}/${a.reps}: ${line.join('; ')}`);
-      }
+      await alternate(s, {
+        label: 'API',
+        contenders,
+        reps: a.reps,
+        minReps: a.minReps,
+        budgetS: a.budgetS[s.key],
+        gc,
+        progress,
+        run: (c) => rep(() => (s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, a.concurrency))),
+        describe: latencyLine,
+      });
     }
     return { scenarios, limits, idleLedger };
   } finally {
@@ -487,7 +519,7 @@ async function measureApi(config: Config, target: Sshd, gc: () => void): Promise
 }
 
 // ---------------------------------------------------------------------------------------
-// Part 4: diagnostics cost.
+// Part 6: diagnostics cost.
 
 interface DiagScenario {
   readonly title: string;
@@ -496,7 +528,7 @@ interface DiagScenario {
   reps: number;
   cut: string | null;
   /** Index i of both lists is repetition i: the pairs ran back to back. */
-  readonly results: Map<DiagName, DiagRep[]>;
+  readonly results: Map<string, DiagRep[]>;
 }
 
 interface DiagMeasured {
@@ -654,35 +686,25 @@ async function measureDiag(config: Config, target: Sshd, gc: () => void): Promis
   const names: DiagName[] = ['off', 'on'];
   progress(`diagnostics cost: a service per contender and repetition; off ${JSON.stringify(DIAG_SETTINGS.off)}, on ${JSON.stringify(DIAG_SETTINGS.on)} + scraper`);
   for (const s of scenarios) {
-    const scenarioStart = performance.now();
-    const budgetMs = d.budgetS[s.key] * 1000;
-    for (let i = 0; i < d.reps; i++) {
-      const spent = performance.now() - scenarioStart;
-      if (i >= d.minReps && spent + spent / i > budgetMs) {
-        s.cut = `stopped after ${i} of ${d.reps} repetitions to stay within its ${d.budgetS[s.key]} s budget`;
-        progress(`diagnostics ${s.title}: ${s.cut}`);
-        break;
-      }
-      const order = i % 2 === 0 ? names : [...names].reverse();
-      const line: string[] = [];
-      for (const name of order) {
-        const result = await diagRepetition(
+    await alternate(s, {
+      label: 'diagnostics',
+      contenders: names.map((name) => ({ name })),
+      reps: d.reps,
+      minReps: d.minReps,
+      budgetS: d.budgetS[s.key],
+      progress,
+      // diagRepetition starts a service, warms it up, runs the GC and measures.
+      run: ({ name }) =>
+        diagRepetition(
           target,
           limits,
           name,
           (c) => rep(() => (s.key === 'sequential' ? c.sequential(WARMUP_SEQ) : c.concurrent(d.concurrency, d.concurrency))),
           (c) => rep(() => (s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, d.concurrency))),
           gc,
-        );
-        const list = s.results.get(name) ?? [];
-        list.push(result);
-        s.results.set(name, list);
-        const r = result.result;
-        line.push(`${name} p50 ${fmt(percentile(r.latencies, 50))} ms, ${fmt(r.latencies.length / (r.wallMs / 1000))}/s${result.scrape ? ` (${result.scrape.metricsMs.length} scrapes, ${result.scrape.dumpMs.length} dumps)` : ''}`);
-      }
-      s.reps = i + 1;
-      progress(`diagnostics ${s.title} rep ${i + 1}/${d.reps}: ${line.join('; ')}`);
-    }
+        ),
+      describe: (r) => `${latencyLine(r.result)}${r.scrape ? ` (${r.scrape.metricsMs.length} scrapes, ${r.scrape.dumpMs.length} dumps)` : ''}`,
+    });
   }
 
   progress(`diagnostics: /debug/tasks with ${d.dumpTasks} live tasks injected into a diag-on service`);
@@ -705,10 +727,195 @@ async function measureDiag(config: Config, target: Sshd, gc: () => void): Promis
 }
 
 // ---------------------------------------------------------------------------------------
+// Part 2: one pooled connection.
+
+interface PooledMeasured {
+  readonly scenarios: Scenario[];
+  readonly contenders: Contender[];
+  readonly idleProcs: number;
+  readonly masterCmd: string;
+  readonly taskCmd: string;
+}
+
+/** Descendants of sshd once they stop changing (the kept connections' processes). */
+async function settledDescendants(sshd: Sshd): Promise<number> {
+  let last = -1;
+  let stableSince = performance.now();
+  await pollUntil(
+    () => {
+      const n = descendantPids(sshd.pid).length;
+      if (n !== last) {
+        last = n;
+        stableSince = performance.now();
+      }
+      return performance.now() - stableSince >= 300;
+    },
+    10_000,
+    'sshd connection processes to settle',
+  );
+  return last;
+}
+
+async function measurePooled(config: Config, gc: () => void, go: GoPeer | null): Promise<PooledMeasured> {
+  const p = config.pooled;
+  const scenarios: Scenario[] = [
+    { title: `sequential, ${p.seqTasks} tasks`, key: 'sequential', tasks: p.seqTasks, results: new Map(), reps: 0, cut: null },
+    { title: `${p.concurrency} concurrent, ${p.concTasks} tasks`, key: 'concurrent', tasks: p.concTasks, results: new Map(), reps: 0, cut: null },
+  ];
+  let sshd: Sshd | undefined;
+  let leash: PooledLeash | undefined;
+  let cm: ControlMaster | undefined;
+  try {
+    sshd = await startSshd({ extraConfig: POOLED_SSHD_CONFIG });
+    const target = sshd;
+    leash = await pooledLeash(target, p.concurrency);
+    await leash.warm();
+    cm = controlMaster(target);
+    const contenders = [leash.contender, cm.contender, ...(go ? [goContender(go, target, 'pooled', 'Go sessions')] : [])];
+    const idleProcs = await settledDescendants(target);
+    progress(`pooled: one leash pool connection and one ControlMaster (pid ${cm.pid}) open; sshd has ${idleProcs} connection processes at rest; warm-up`);
+    for (const c of contenders) {
+      await measureRep(target, () => c.sequential(WARMUP_SEQ), idleProcs);
+      await measureRep(target, () => c.concurrent(p.concurrency, p.concurrency), idleProcs);
+    }
+    for (const s of scenarios) {
+      await alternate(s, {
+        label: 'pooled',
+        contenders,
+        reps: p.reps,
+        minReps: p.minReps,
+        budgetS: p.budgetS[s.key],
+        gc,
+        progress,
+        run: (c) => measureRep(target, () => (s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, p.concurrency)), idleProcs),
+        describe: latencyLine,
+      });
+    }
+    const abbreviate = (argv: readonly string[]): string => argv.join(' ').replaceAll(target.dir, '$SSHD_DIR').replace(` -p ${target.port} `, ' -p $PORT ');
+    return { scenarios, contenders, idleProcs, masterCmd: abbreviate(cm.masterCmd), taskCmd: abbreviate(cm.taskCmd) };
+  } finally {
+    cm?.stop();
+    try {
+      await leash?.close();
+    } finally {
+      await sshd?.stop();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Part 3: fan-out to many loopback addresses.
+
+interface FanoutScenario extends AlternatedScenario<FanoutRep> {
+  readonly hosts: number;
+}
+
+interface FanoutMeasured {
+  readonly scenario: FanoutScenario;
+  readonly names: string[];
+  readonly missing: string[];
+  /** Median ms of `--help` / `--version` per tool (its start-up and exit, no connection). */
+  readonly startupMs: Map<string, number>;
+  readonly argv: Map<string, string>;
+}
+
+async function timeCommand(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const start = performance.now();
+  await withTimeout(
+    new Promise<void>((resolve, reject) => {
+      const child = spawn(argv[0]!, argv.slice(1), { env, stdio: 'ignore' });
+      child.once('error', reject);
+      child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`${argv.join(' ')} exited with ${code}`))));
+    }),
+    60_000,
+    argv.join(' '),
+  );
+  return performance.now() - start;
+}
+
+async function measureFanout(config: Config, gc: () => void): Promise<FanoutMeasured> {
+  const f = config.fanout;
+  const scenario: FanoutScenario = { title: `${f.hosts} hosts, ${f.concurrency} at a time`, hosts: f.hosts, reps: 0, cut: null, results: new Map() };
+  const target = await startFanoutSshd(f.hosts);
+  try {
+    const missing: string[] = [];
+    const pssh = psshFanout(target, f.concurrency);
+    if (!pssh) missing.push('pssh: not installed (apt-get install pssh)');
+    const clush = clushFanout(target, f.concurrency);
+    if (!clush) missing.push('clush: not installed (apt-get install clustershell)');
+    const contenders = [leashFanout(target, f.concurrency), ...(pssh ? [pssh] : []), ...(clush ? [clush] : [])];
+    for (const m of missing) progress(`fan-out: ${m}; skipped`);
+    const startupMs = new Map<string, number>();
+    const startupArgv: Record<string, string[]> = { 'leash run': ['run', '--help'], pssh: ['--version'], clush: ['--version'] };
+    for (const c of contenders) {
+      const argv = [...c.argv.slice(0, c.name === 'leash run' ? 2 : 1), ...(startupArgv[c.name] ?? [])];
+      const times: number[] = [];
+      for (let i = 0; i < STARTUP_RUNS(config); i++) times.push(await timeCommand(argv, c.env));
+      startupMs.set(c.name, median(times));
+    }
+    progress(`fan-out: sshd on 0.0.0.0:${target.port} for ${f.hosts} addresses; start-up ${[...startupMs].map(([n, ms]) => `${n} ${fmt(ms, 0)} ms`).join(', ')}; warm-up run each`);
+    for (const c of contenders) await runFanout(target, c, FANOUT_TIMEOUT_MS);
+    await alternate(scenario, {
+      label: 'fan-out',
+      contenders,
+      reps: f.reps,
+      minReps: f.minReps,
+      budgetS: f.budgetS,
+      gc,
+      progress,
+      run: (c) => runFanout(target, c, FANOUT_TIMEOUT_MS),
+      describe: (r) => `${fmt(r.wallMs / 1000, 2)} s`,
+    });
+    const abbreviate = (argv: readonly string[]): string =>
+      argv
+        .map((a) => (/\s/.test(a) ? `"${a}"` : a))
+        .join(' ')
+        .replaceAll(target.dir, '$DIR')
+        .replaceAll(String(target.port), '$PORT')
+        .replace(process.execPath, 'node')
+        .replace(REPO, '');
+    return { scenario, names: contenders.map((c) => c.name), missing, startupMs, argv: new Map(contenders.map((c) => [c.name, abbreviate(c.argv)])) };
+  } finally {
+    await target.stop();
+  }
+}
+
+function fanoutTable(m: FanoutMeasured): Table {
+  const s = m.scenario;
+  const rows: string[][] = [];
+  const med = (name: string, f: (r: FanoutRep) => number): number => median((s.results.get(name) ?? []).map(f));
+  for (const name of m.names) {
+    const walls = (s.results.get(name) ?? []).map((r) => r.wallMs / 1000);
+    rows.push([
+      name,
+      `${fmt(median(walls), 2)} [${fmt(Math.min(...walls), 2)}–${fmt(Math.max(...walls), 2)}]`,
+      fmt(s.hosts / median(walls)),
+      fmt(med(name, (r) => r.clientCpuMs) / s.hosts),
+      fmt(med(name, (r) => r.serverCpuMs) / s.hosts),
+      fmt(med(name, (r) => r.peakRssKiB) / KiB),
+      fmt(med(name, (r) => r.peakProcs), 0),
+      fmt(m.startupMs.get(name) ?? Number.NaN, 0),
+    ]);
+  }
+  const leashWall = med('leash run', (r) => r.wallMs);
+  for (const peer of m.names.slice(1)) {
+    rows.push([`leash run/${peer}`, fmt(leashWall / med(peer, (r) => r.wallMs), 2), `${fmt(med(peer, (r) => r.wallMs) / leashWall, 2)}×`, '', '', fmt(med('leash run', (r) => r.peakRssKiB) / med(peer, (r) => r.peakRssKiB), 2), '', '']);
+  }
+  return {
+    headers: ['contender', 'wall s [rep range]', 'hosts/s', 'client CPU ms/host', 'sshd CPU ms/host', 'peak RSS MiB (process tree)', 'processes at peak', 'start-up ms (--help/--version)'],
+    rows,
+    leftColumns: [0],
+  };
+}
+
+// ---------------------------------------------------------------------------------------
 // The run.
 
 interface Measured {
   readonly scenarios: Scenario[];
+  readonly pooled: PooledMeasured;
+  readonly fanout: FanoutMeasured;
+  readonly goStuck: GoStuckResult | null;
   readonly spawnMs: number;
   readonly sshMaxRss: number | null;
   readonly contenders: Contender[];
@@ -719,7 +926,7 @@ interface Measured {
   readonly diag: DiagMeasured;
 }
 
-async function measureAll(config: Config, gc: () => void): Promise<Measured> {
+async function measureAll(config: Config, gc: () => void, go: GoPeer | null): Promise<Measured> {
   let sshd: Sshd | undefined;
   let silent: SilentServer | undefined;
   const scenarios: Scenario[] = [
@@ -730,7 +937,7 @@ async function measureAll(config: Config, gc: () => void): Promise<Measured> {
     sshd = await startSshd();
     const target = sshd;
     const sshCmd = ['ssh', ...sshArgv(target)].join(' ').replaceAll(target.dir, '$SSHD_DIR').replace(` -p ${target.port} `, ' -p $PORT ');
-    const contenders = [await leashContender(target), sshContender(target)];
+    const contenders = [await leashContender(target), sshContender(target), ...(go ? [goContender(go, target, 'fresh', 'Go')] : [])];
 
     progress('warm-up: each contender, sequential and concurrent');
     for (const c of contenders) {
@@ -742,32 +949,24 @@ async function measureAll(config: Config, gc: () => void): Promise<Measured> {
     progress(`spawn+reap /bin/true from this process: ${fmt(spawnMs)} ms; one ssh process max RSS (GNU time): ${sshMaxRss ?? 'n/a'} KiB`);
 
     for (const s of scenarios) {
-      const scenarioStart = performance.now();
-      const budgetMs = config.budgetS[s.key] * 1000;
-      for (let rep = 0; rep < config.reps; rep++) {
-        const spent = performance.now() - scenarioStart;
-        if (rep >= config.minReps && spent + spent / rep > budgetMs) {
-          s.cut = `stopped after ${rep} of ${config.reps} repetitions to stay within its ${config.budgetS[s.key]} s budget`;
-          progress(`${s.title}: ${s.cut}`);
-          break;
-        }
-        // Alternate who goes first, so drift (thermal, page cache, other tenants) hits both.
-        const order = rep % 2 === 0 ? contenders : [...contenders].reverse();
-        const line: string[] = [];
-        for (const c of order) {
-          gc();
-          const result = await measureRep(target, () =>
-            s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, config.concurrency),
-          );
-          const list = s.results.get(c.name) ?? [];
-          list.push(result);
-          s.results.set(c.name, list);
-          line.push(`${c.name} p50 ${fmt(percentile(result.latencies, 50))} ms, ${fmt(result.latencies.length / (result.wallMs / 1000))}/s`);
-        }
-        s.reps = rep + 1;
-        progress(`${s.title} rep ${rep + 1}/${config.reps}: ${line.join('; ')}`);
-      }
+      await alternate(s, {
+        label: 'fresh',
+        contenders,
+        reps: config.reps,
+        minReps: config.minReps,
+        budgetS: config.budgetS[s.key],
+        gc,
+        progress,
+        run: (c) => measureRep(target, () => (s.key === 'sequential' ? c.sequential(s.tasks) : c.concurrent(s.tasks, config.concurrency))),
+        describe: latencyLine,
+      });
     }
+
+    progress(`pooled: sshd with MaxSessions 32; leash pool (1 connection × ${config.pooled.concurrency} channels) vs ControlMaster${go ? ' vs Go sessions' : ''}`);
+    const pooled = await measurePooled(config, gc, go);
+    await assertLedgerEmpty('after the pooled part');
+    progress(`fan-out: ${config.fanout.hosts} loopback addresses, ${config.fanout.concurrency} at a time`);
+    const fanout = await measureFanout(config, gc);
 
     const api = await measureApi(config, target, gc);
     await assertLedgerEmpty('after the service stopped');
@@ -778,7 +977,13 @@ async function measureAll(config: Config, gc: () => void): Promise<Measured> {
     progress(`stuck connections: ${config.stuck} tasks against a never-speaking server (warm-up ${config.stuckWarmup})`);
     silent = await startSilentServer();
     const stuck = await stuckConnections(silent, config.stuck, config.stuckWarmup);
-    return { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api, diag };
+    let goStuckResult: GoStuckResult | null = null;
+    if (go) {
+      const server = silent;
+      progress(`stuck connections: ${config.stuck} Go handshakes against the same server`);
+      goStuckResult = await goStuck(go, server.port, config.stuck, config.stuckWarmup, async () => (await server.stats()).open);
+    }
+    return { scenarios, pooled, fanout, goStuck: goStuckResult, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api, diag };
   } finally {
     await Promise.allSettled([sshd?.stop(), silent?.stop()]);
   }
@@ -799,23 +1004,62 @@ async function main(): Promise<void> {
   const machine = describeMachine();
   const versions = describeVersions();
   const gc = collector();
+  const built = buildGoPeer();
+  const go = 'binary' in built ? built : null;
+  const goLine = 'binary' in built ? `Go peer: ${built.version}, bench/peers/go-ssh/main.go built offline (GO111MODULE=off GOPROXY=off GOPATH=/usr/share/gocode)` : built.missing;
+  const peerTools = toolVersions();
+  progress(goLine);
   progress(`${config.quick ? 'quick' : 'full'} run: ${config.reps} repetitions (at least ${config.minReps}); ${machine.cores} cores, load ${machine.loadAtStart}`);
 
-  const { scenarios, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api, diag } = await measureAll(config, gc);
+  const { scenarios, pooled, fanout, goStuck: goStuckR, spawnMs, sshMaxRss, contenders, stuck, maxRssBefore, sshCmd, api, diag } = await measureAll(config, gc, go);
   clearTimeout(watchdog);
 
   // ---- Report.
-  const fresh = freshTable(scenarios);
+  const fresh = contenderTable(scenarios, contenders.map((c) => c.name));
   const stages = stageTable(scenarios);
   const stuckT = stuckTables(stuck);
-  const seqRatio = summarize(scenarios[0]!.results.get('leash')!).tps / summarize(scenarios[0]!.results.get('ssh')!).tps;
-  const concRatio = summarize(scenarios[1]!.results.get('leash')!).tps / summarize(scenarios[1]!.results.get('ssh')!).tps;
+  const met = (ok: boolean): string => (ok ? 'met' : 'missed');
+  const [freshSeq, freshConc] = scenarios as [Scenario, Scenario];
+  const seqRatio = tpsRatio(freshSeq, 'leash', 'ssh');
+  const concRatio = tpsRatio(freshConc, 'leash', 'ssh');
+  const goSeqRatio = tpsRatio(freshSeq, 'leash', 'Go');
+  const goConcRatio = tpsRatio(freshConc, 'leash', 'Go');
   const targetLine =
     `Fresh-connection throughput leash/ssh: sequential ${fmt(seqRatio, 2)}×, ${config.concurrency} concurrent ${fmt(concRatio, 2)}× ` +
-    `(issue 5 target ≥ ${FRESH_THROUGHPUT_TARGET}×: ${Math.min(seqRatio, concRatio) >= FRESH_THROUGHPUT_TARGET ? 'met' : 'missed'}).`;
+    `(issue 5 target ≥ ${FRESH_THROUGHPUT_TARGET}×: ${met(Math.min(seqRatio, concRatio) >= FRESH_THROUGHPUT_TARGET)}); ` +
+    (go ? `leash/Go: sequential ${fmt(goSeqRatio, 2)}×, concurrent ${fmt(goConcRatio, 2)}× (target ≥ 1×: ${met(Math.min(goSeqRatio, goConcRatio) >= 1)}).` : `leash/Go: not measured (${GO_MISSING}).`);
+  const pooledT = contenderTable(pooled.scenarios, pooled.contenders.map((c) => c.name));
+  const pooledStages = stageTable(pooled.scenarios, 'leash pool');
+  const [poolSeq, poolConc] = pooled.scenarios as [Scenario, Scenario];
+  const cmSeq = tpsRatio(poolSeq, 'leash pool', 'ssh ControlMaster');
+  const goPoolSeq = tpsRatio(poolSeq, 'leash pool', 'Go sessions');
+  const pooledLine =
+    `Pooled sequential throughput leash/ControlMaster ${fmt(cmSeq, 2)}× (target ≥ ${POOLED_THROUGHPUT_TARGET}×: ${met(cmSeq >= POOLED_THROUGHPUT_TARGET)}); ` +
+    (go ? `leash/Go sessions ${fmt(goPoolSeq, 2)}× (target ≥ 1×: ${met(goPoolSeq >= 1)}); ` : `leash/Go sessions: not measured (${GO_MISSING}); `) +
+    `${config.pooled.concurrency} concurrent: leash/ControlMaster ${fmt(tpsRatio(poolConc, 'leash pool', 'ssh ControlMaster'), 2)}×${go ? `, leash/Go ${fmt(tpsRatio(poolConc, 'leash pool', 'Go sessions'), 2)}×` : ''} (no target).`;
+  const fanT = fanoutTable(fanout);
+  const fanWall = (name: string): number => median((fanout.scenario.results.get(name) ?? []).map((r) => r.wallMs));
+  const fanoutLine = fanout.names.includes('pssh')
+    ? `Fan-out to ${config.fanout.hosts} hosts: leash run ${fmt(fanWall('leash run') / 1000, 2)} s vs pssh ${fmt(fanWall('pssh') / 1000, 2)} s${fanout.names.includes('clush') ? ` vs clush ${fmt(fanWall('clush') / 1000, 2)} s` : ''} (target faster than pssh: ${met(fanWall('leash run') < fanWall('pssh'))})${config.quick ? `; the issue's target is about 200 hosts, this quick run used ${config.fanout.hosts}` : ''}.`
+    : `Fan-out: pssh not installed (apt-get install pssh); target not measured.`;
+  const goStuckKiB = goStuckR ? (goStuckR.loadedRssKiB - goStuckR.baselineRssKiB) / goStuckR.count : Number.NaN;
+  const stuckCompare: Table = {
+    headers: ['contender', 'stuck connections', 'RSS before MiB', 'RSS with them MiB', 'RSS Δ MiB', 'RSS KiB/conn', `target ≤ ${STUCK_TARGET_KIB} KiB/conn`],
+    rows: [
+      ['leash', String(stuck.count), fmt(stuck.baseline.rss / MiB), fmt(stuck.loaded.rss / MiB), fmt((stuck.loaded.rss - stuck.baseline.rss) / MiB), fmt(perConnectionKiB(stuck, 'rss')), met(perConnectionKiB(stuck, 'rss') <= STUCK_TARGET_KIB)],
+      goStuckR
+        ? ['Go (x/crypto/ssh)', String(goStuckR.count), fmt(goStuckR.baselineRssKiB / KiB), fmt(goStuckR.loadedRssKiB / KiB), fmt((goStuckR.loadedRssKiB - goStuckR.baselineRssKiB) / KiB), fmt(goStuckKiB), '']
+        : ['Go', GO_MISSING, '', '', '', '', ''],
+    ],
+    leftColumns: [0, 6],
+  };
   const stuckLine =
     `Stuck connections: ${fmt(perConnectionKiB(stuck, 'rss'))} KiB RSS and ${fmt(perConnectionKiB(stuck, 'heapUsed'))} KiB heap per connection ` +
-    `(target ≤ ${STUCK_TARGET_KIB} KiB RSS: ${perConnectionKiB(stuck, 'rss') <= STUCK_TARGET_KIB ? 'met' : 'missed'}); after the cancel the ledger holds ${stuck.after.ledgerLive} entries.`;
+    `(target ≤ ${STUCK_TARGET_KIB} KiB RSS: ${perConnectionKiB(stuck, 'rss') <= STUCK_TARGET_KIB ? 'met' : 'missed'}); after the cancel the ledger holds ${stuck.after.ledgerLive} entries; ${goStuckR ? `Go (x/crypto/ssh): ${fmt(goStuckKiB)} KiB RSS per connection` : `Go: ${GO_MISSING}`}.`;
+  const notes = (list: readonly { title: string; reps: number; cut: string | null }[]): string =>
+    list.map((sc) => `${sc.title}: ${sc.reps} repetitions${sc.cut ? ` (${sc.cut})` : ''}`).join('; ') + ' per contender; medians across repetitions';
+  const pooledRepsNote = notes(pooled.scenarios);
+  const fanoutRepsNote = notes([fanout.scenario]);
   const repsNote =
     scenarios.map((sc) => `${sc.title}: ${sc.reps} repetitions${sc.cut ? ` (${sc.cut})` : ''}`).join('; ') +
     ' per contender; medians across repetitions';
@@ -884,10 +1128,12 @@ async function main(): Promise<void> {
   out.push('', `leash benchmarks (${config.quick ? 'quick' : 'full'}) — ${startedAt.toISOString()}`, `command: ${command}`, '');
   out.push(`1. Fresh connection per task, remote command \`true\` (${repsNote}; warm-up first)`, '', textTable(fresh), '');
   out.push('leash stage medians (all measured tasks):', '', textTable(stages), '');
-  out.push(`2. Memory per stuck connection (${stuck.count} tasks against a server that never speaks)`, '', textTable(stuckT.during), '', 'after cancelling all:', '', textTable(stuckT.after), '');
-  out.push(`3. API overhead, remote command \`true\` (${apiRepsNote})`, '', textTable(apiT), '', textTable(apiOver), '', 'stage medians (all measured tasks):', '', textTable(apiStages), '');
+  out.push(`2. One pooled connection, remote command \`true\` (${pooledRepsNote})`, '', textTable(pooledT), '', 'leash stage medians (all measured tasks):', '', textTable(pooledStages), '');
+  out.push(`3. Fan-out, remote command \`true\` (${fanoutRepsNote})`, '', textTable(fanT), '', ...fanout.missing, '');
+  out.push(`4. Memory per stuck connection (${stuck.count} tasks against a server that never speaks)`, '', textTable(stuckCompare), '', textTable(stuckT.during), '', 'after cancelling all:', '', textTable(stuckT.after), '');
+  out.push(`5. API overhead, remote command \`true\` (${apiRepsNote})`, '', textTable(apiT), '', textTable(apiOver), '', 'stage medians (all measured tasks):', '', textTable(apiStages), '');
   out.push(
-    `4a. Diagnostics cost, part 3's service workload, optional diagnostics off vs on + scraper (${diagRepsNote})`,
+    `6a. Diagnostics cost, part 5's service workload, optional diagnostics off vs on + scraper (${diagRepsNote})`,
     '',
     textTable(diagT),
     '',
@@ -897,25 +1143,26 @@ async function main(): Promise<void> {
     '',
     textTable(scrapeT),
     '',
-    `4b. /debug/tasks with ${liveTasks} live tasks`,
+    `6b. /debug/tasks with ${liveTasks} live tasks`,
     '',
     textTable(dumpT),
     '',
     textTable(costT),
     '',
   );
-  out.push(targetLine, stuckLine, apiLine, diagLine, `load average at start ${machine.loadAtStart}, at end ${loadAtEnd}`, versions.go, '');
+  out.push(targetLine, pooledLine, fanoutLine, stuckLine, apiLine, diagLine, `load average at start ${machine.loadAtStart}, at end ${loadAtEnd}`, goLine, peerTools, '');
   process.stdout.write(`${out.join('\n')}\n`);
 
   const md = [
     `# leash benchmarks${config.quick ? ' (quick run)' : ''}`,
     '',
-    `First version of issue 5's benchmarks: what exists today (fresh connection per task; memory per stuck connection), issue 3's API overhead (part 3), and issue 4's diagnostics cost (part 4). The connection pool, ControlMaster, pssh/clush fan-out and Go peers come with the pool.`,
+    `Issue 5's benchmarks (parts 1–4: fresh connections, one pooled connection, fan-out, stuck connections), issue 3's API overhead (part 5) and issue 4's diagnostics cost (part 6), in one run on one machine.`,
     '',
     `- Date: ${startedAt.toISOString()} (run took ${fmt((performance.now() - T0) / 1000, 0)} s)`,
     `- Machine: ${machine.cpu}, ${machine.cores} cores, ${fmt(machine.ramGiB)} GiB RAM, ${machine.kernel}; load average at start ${machine.loadAtStart}, at end ${loadAtEnd}`,
     `- Versions: node ${versions.node}, ssh2 ${versions.ssh2}, ${versions.openssh}, leash ${versions.leash}`,
-    `- ${versions.go}`,
+    `- ${goLine}`,
+    `- Fan-out peers: ${peerTools}`,
     `- Command: \`${command}\` (from the repository root; runs \`node --import tsx bench/run.ts${args ? ` ${args}` : ''}\`)`,
     '',
     `## 1. Fresh connection per task, remote command \`true\``,
@@ -941,9 +1188,44 @@ async function main(): Promise<void> {
     '',
     timeNote,
     '',
-    `## 2. Memory per stuck connection`,
+    `## 2. One pooled connection, remote command \`true\``,
+    '',
+    `A second sshd from the same harness, with \`Match all\` / \`MaxSessions 32\` added (sshd's default of 10 sessions per connection would refuse the 16 concurrent sessions; the harness's config says \`MaxSessions 10\` and sshd keeps the first value of a keyword, so the override is a Match block). ${pooledRepsNote}; contenders rotate who goes first each repetition; a GC before each; each warmed up (${WARMUP_SEQ} sequential + ${config.pooled.concurrency} concurrent) before measuring. "Concurrent" is ${config.pooled.concurrency} at a time over ${config.pooled.concTasks}. The kept connections stay open across repetitions: sshd has ${pooled.idleProcs} connection processes at rest, and the bench waits for that count before and after each repetition; sshd CPU is the whole sshd process tree's (live processes' own and reaped-children CPU).`,
+    '',
+    `- **leash pool**: \`new SshRemoteExec({ pool })\` with a \`ConnectionPool\` limited to 1 connection per key × ${config.pooled.concurrency} channels, runTask sequentially and fanOut with concurrency ${config.pooled.concurrency}; every task spec is one object (one credentials object, one HostKeyVerifier: the pool key compares them by identity). One task before measuring opens the connection. After every repetition the bench fails unless the pool holds exactly one connection, the task table is empty and the ledger is back to the pool's entries at rest; after the part, unless the ledger is empty once the pool is closed.`,
+    `- **ssh ControlMaster**: a master \`${pooled.masterCmd}\`, then per task \`${pooled.taskCmd}\`; stopped with \`ssh -S SOCK -O exit\`. Its CPU and RSS include the master's (its CPU during the repetition, its VmRSS at the end).`,
+    go ? `- **Go sessions**: \`go-ssh pooled\` (bench/peers/go-ssh): one \`ssh.Client\` dialled (and one session run) before the clock starts, then N \`NewSession\` + \`Run("true")\`, ${config.pooled.concurrency} goroutines at a time for the concurrent scenario. A process per repetition; latencies and wall time measured inside it; its CPU and maxrss by getrusage.` : `- **Go sessions**: ${GO_MISSING}.`,
+    '',
+    markdownTable(pooledT),
+    '',
+    'leash stage medians over all measured tasks (ms; a pooled task skips connecting, handshake and auth):',
+    '',
+    markdownTable(pooledStages),
+    '',
+    `**${pooledLine}**`,
+    '',
+    `## 3. Fan-out to ${config.fanout.hosts} loopback addresses`,
+    '',
+    `127.0.1.1–127.0.1.${config.fanout.hosts}, one sshd listening on all of them. OpenSSH's sshd binds at most 16 listen sockets, so this sshd is the harness's (same keys, clean remote HOME, same config) re-started from a copy of its config with \`ListenAddress 0.0.0.0\` and \`AllowUsers USER@127.0.0.0/8\` (no login from off the machine). Every contender is a child process with a clean HOME (an empty directory), the same user, key, known_hosts file (one \`[127.0.1.N]:PORT\` line per address), strict host key checking and ${config.fanout.concurrency} hosts at a time; the OpenSSH-based peers get \`-F none -o KexAlgorithms=curve25519-sha256\` and the harness's options. One warm-up run each, then ${fanoutRepsNote}, rotating who goes first. A run fails the bench unless the tool exits 0, its output shows every host succeeded, and sshd's log shows a connection on every one of the ${config.fanout.hosts} addresses and ${config.fanout.hosts} logins.`,
+    '',
+    ...fanout.names.map((n) => `- **${n}**: \`${fanout.argv.get(n) ?? ''}\``),
+    ...fanout.missing.map((m) => `- ${m}`),
+    '',
+    markdownTable(fanT),
+    '',
+    `- Wall: from spawning the tool to its exit, start-up included (the last column shows each tool's start-up alone: \`leash run --help\`, \`parallel-ssh --version\`, \`clush --version\`, median of ${STARTUP_RUNS(config)}; leash loads its TypeScript through tsx). Client CPU: the tool and all its descendants (reaped-children CPU). Peak RSS: the sum of VmRSS over the tool's process tree, sampled every 20 ms (pssh and clush run one ssh per host). Ratio rows: wall leash ÷ peer, then how many times faster leash is, then the peak RSS ratio.`,
+    '',
+    `**${fanoutLine}**`,
+    '',
+    `## 4. Memory per stuck connection`,
     '',
     `${stuck.count} leash tasks (\`fanOut\`, concurrency ${stuck.count}) against a TCP server that accepts and never sends a byte (\`silent-tcp\` of test/support/hostile-servers.ts, run in a child process so its sockets are not in our RSS), with a ${600} s handshake deadline. A warm-up flood of ${stuck.warmupCount} first; then GC, baseline; measured (after GC) once every task is in stage \`handshake\` (polled in the task table), then every task cancelled with one AbortController. The bench fails unless afterwards every task ended \`cancelled\` in stage handshake, the ledger and task table are empty, and the server has seen every connection close.`,
+    '',
+    markdownTable(stuckCompare),
+    '',
+    go ? `Go: \`go-ssh stuck\` opens ${config.stuck} TCP connections to the same server and starts \`ssh.NewClientConn\` on each (no deadline, as in the incident), after a warm-up flood of ${config.stuckWarmup}; it reports its VmRSS after \`runtime.GC()\` + \`debug.FreeOSMemory()\` before and with them (the bench checks the server sees them all open${goStuckR?.loadedRssKiBFromProc ? `; the bench read ${fmt(goStuckR.loadedRssKiBFromProc / KiB)} MiB from /proc at the same moment` : ''}; ${goStuckR?.goroutines ?? '?'} goroutines more), then closes them and must exit 0.` : `Go: ${GO_MISSING}.`,
+    '',
+    'leash in detail:',
     '',
     markdownTable(stuckT.during),
     '',
@@ -953,7 +1235,7 @@ async function main(): Promise<void> {
     '',
     `The silent server's own RSS with all connections open: ${stuck.silentServerRssKiB === null ? 'n/a' : `${fmt(stuck.silentServerRssKiB / KiB)} MiB`} (not counted). Process maxRSS before this part: ${fmt(maxRssBefore / KiB)} MiB.`,
     '',
-    `## 3. API overhead: \`POST /v1/tasks\` with \`wait\` vs the core`,
+    `## 5. API overhead: \`POST /v1/tasks\` with \`wait\` vs the core`,
     '',
     `The same task — a fresh connection to the sshd of part 1, remote command \`true\` — run by the core called directly and through the HTTP API of a \`leash serve\` started in this process (test/support/service.ts \`startTestService\`: the real \`startService\`, SQLite store in a temporary data directory, identity from the sshd's client key, host key from its known_hosts, strict policy), so both share the machine, the process and the sshd equally. ${apiRepsNote}; the two alternate who goes first each repetition (index i of one pairs with index i of the other); a GC before each repetition; both warmed up (${WARMUP_SEQ} sequential + ${config.api.concurrency} concurrent tasks) before measuring. After every repetition the bench fails unless the task table is empty and the ledger is back to the service's ${api.idleLedger} entries at rest; after the service stopped (in \`finally\`), unless the ledger is empty.`,
     '',
@@ -978,13 +1260,13 @@ async function main(): Promise<void> {
     `- Event-loop delay: how late this process's event loop ran a ${LOOP_RESOLUTION_MS} ms timer during the repetition (perf_hooks.monitorEventLoopDelay, the timer period subtracted), mean / p99, median over repetitions. Everything in this process — SSH crypto, the HTTP server and client, SQLite (synchronous, better-sqlite3) — takes turns on that one thread; under concurrency a task's next step waits about this long each time it needs the thread.`,
     `- Peak RSS: of this whole process (service, HTTP client and bench), as for leash in part 1; growth over the start of the repetition in brackets.`,
     '',
-    `## 4. Diagnostics`,
+    `## 6. Diagnostics`,
     '',
     `What the diagnostics of issue 4 cost. Always on, in both contenders, because they are the invariants rather than options: the task table, the resource ledger with a creation site captured per entry, the Prometheus metrics (fed by the task channels) and their event-loop monitor (monitorEventLoopDelay at 10 ms). What the two contenders differ in is only what can be switched off, plus someone looking.`,
     '',
-    `### 4a. Throughput with the optional diagnostics off and on`,
+    `### 6a. Throughput with the optional diagnostics off and on`,
     '',
-    `Part 3's service contender, same sshd, same task (\`POST /v1/tasks\` with \`wait\`, remote command \`true\`), sequential and ${config.diag.concurrency} clients, same service settings (limits, logLevel \`info\`) except the \`diagnostics\` section. ${diagRepsNote}. Only one service runs at a time, because heap sampling and the watchdog act on the whole process while a service runs: every repetition starts a fresh service per contender, warms it up (${WARMUP_SEQ} sequential or ${config.diag.concurrency} concurrent tasks, with the scraper running for "on"), runs a GC, measures, and stops it; the bench fails unless the ledger and the task table are empty after each stop. The two alternate who goes first each repetition.`,
+    `Part 5's service contender, same sshd, same task (\`POST /v1/tasks\` with \`wait\`, remote command \`true\`), sequential and ${config.diag.concurrency} clients, same service settings (limits, logLevel \`info\`) except the \`diagnostics\` section. ${diagRepsNote}. Only one service runs at a time, because heap sampling and the watchdog act on the whole process while a service runs: every repetition starts a fresh service per contender, warms it up (${WARMUP_SEQ} sequential or ${config.diag.concurrency} concurrent tasks, with the scraper running for "on"), runs a GC, measures, and stops it; the bench fails unless the ledger and the task table are empty after each stop. The two alternate who goes first each repetition.`,
     '',
     `- **diag off**: \`diagnostics: ${JSON.stringify(DIAG_SETTINGS.off)}\` (no leak watchdog, no heap sampling), and nobody reads /metrics or /debug.`,
     `- **diag on**: \`diagnostics: ${JSON.stringify(DIAG_SETTINGS.on)}\`: the leak watchdog checks the task table, the ledger and the client sockets every second (30× its default of 30 s, to make its cost visible) and sampled heap profiling is on (@datadog/pprof, 512 KiB sampling interval) — and, while the tasks run, a background loop in this process GETs /metrics with the read token every ${SCRAPE_METRICS_MS / 1000} s (like a Prometheus server) and \`/debug/tasks?debug=1\` on the admin listener every ${SCRAPE_DUMP_MS / 1000} s (an operator looking), the first of each at once; the loop is stopped and awaited at the end of the repetition and every answer must be 200.`,
@@ -997,10 +1279,10 @@ async function main(): Promise<void> {
     '',
     markdownTable(scrapeT),
     '',
-    `- tasks/s, p50, p99, CPU, event-loop delay and RSS as in part 3; on/off row: on ÷ off of the medians. The leash process CPU of "on" includes the scraper's own HTTP client, since it runs in this process.`,
+    `- tasks/s, p50, p99, CPU, event-loop delay and RSS as in part 5; on/off row: on ÷ off of the medians. The leash process CPU of "on" includes the scraper's own HTTP client, since it runs in this process.`,
     `- Overhead: for each repetition, the "on" service's wall time over the "off" service's in the same repetition (same number of tasks, run back to back), minus 1; the median over repetitions, then the lowest and highest. This is the figure the ≤ ${fmt(DIAG_OVERHEAD_TARGET * 100, 0)}% target (issue 4) is about; a negative value means "on" happened to be faster — the noise of this machine is of the same order as the target, so read it with its range.`,
     '',
-    `### 4b. \`/debug/tasks\` with ${liveTasks} live tasks`,
+    `### 6b. \`/debug/tasks\` with ${liveTasks} live tasks`,
     '',
     `${liveTasks} live tasks injected straight into the process-wide task table of a running "diag on" service (\`taskTable.create({target, attrs: {command: 'uptime'}, hardDeadlineMs: 600000})\`), from three named functions (three creation sites), a third each left \`queued\`, moved to \`connecting\` waiting \`tcp-connect\`, and to \`handshake\` waiting \`server-banner\`: ${dumps.groups} groups in debug=1. No scraper runs; the service's own watchdog still ticks every second. "Cold" is the first dump of these tasks: V8 formats a captured stack into text only when it is first read (src/lifecycle/creation-site.ts), once per task, and the frames are interned per site; later dumps reuse them. The HTTP dumps (\`GET adminUrl/debug/tasks?debug=N\`, admin token, from this process) come first; then all tasks are finished (\`taskTable.finish(task, 'cancelled')\`; the table must be empty), ${liveTasks} fresh ones injected the same way, and \`renderTasks(taskTable.live(), 1, {now, redact: createRedactor(), limit: 1000})\` timed in process, its first call cold. ${config.diag.warmDumps} warm dumps each (debug=2: ${Math.max(3, Math.floor(config.diag.warmDumps / 2))}). ${dumps.sourceMaps ? `Node's source maps are on here, as in \`leash serve\` itself (bin/leash.js loads the TypeScript through tsx), so formatting a stack also maps each frame back to the .ts source; for comparison, ${liveTasks} more fresh tasks were dumped cold in process with source maps switched off for that one call (last table row below).` : "Node's source maps are off here."}`,
     '',
@@ -1017,6 +1299,8 @@ async function main(): Promise<void> {
     '## Summary',
     '',
     `- ${targetLine}`,
+    `- ${pooledLine}`,
+    `- ${fanoutLine}`,
     `- ${stuckLine}`,
     `- ${apiLine}`,
     `- ${diagLine}`,

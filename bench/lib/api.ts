@@ -69,7 +69,8 @@ export function benchLimits(concurrency: number): ServiceLimits {
 
 /** A `leash serve` in this process for the bench's sshd, logging at `info` (its production default). */
 export function startBenchService(sshd: Sshd, limits: ServiceLimits): Promise<TestService> {
-  return startTestService(sshd, { extra: { logLevel: 'info', limits: { ...limits } } });
+  // A fresh connection per task, like the core contender (the service pools by default; part 2 measures pooling).
+  return startTestService(sshd, { extra: { logLevel: 'info', limits: { ...limits }, pool: { reuse: false } } });
 }
 
 /**

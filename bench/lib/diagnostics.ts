@@ -36,7 +36,7 @@ const REQUEST_TIMEOUT_MS = 10_000;
 
 /** A `leash serve` in this process as part 3 runs it (logLevel info, `limits`), with `name`'s diagnostics. */
 export function startDiagService(sshd: Sshd, limits: ServiceLimits, name: DiagName): Promise<TestService> {
-  return startTestService(sshd, { extra: { logLevel: 'info', limits: { ...limits }, diagnostics: { ...DIAG_SETTINGS[name] } } });
+  return startTestService(sshd, { extra: { logLevel: 'info', limits: { ...limits }, pool: { reuse: false }, diagnostics: { ...DIAG_SETTINGS[name] } } });
 }
 
 /** What the scraper did during one repetition: per request, its duration and response size. */

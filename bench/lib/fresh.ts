@@ -6,11 +6,12 @@ import { cancelledError } from '../../src/lifecycle/errors.ts';
 import { ledger } from '../../src/lifecycle/ledger.ts';
 import { taskTable } from '../../src/lifecycle/task-table.ts';
 import { fanOut } from '../../src/service/fan-out.ts';
+import { runTask, type TaskRunnerDeps } from '../../src/service/task-runner.ts';
 import type { TaskReport } from '../../src/lifecycle/task-report.ts';
 import type { TaskSpec } from '../../src/service/task-spec.ts';
 import { SshRemoteExec } from '../../src/ssh/remote-exec.ts';
 import { descendantPids, sshCommand, type Sshd } from '../../test/support/sshd.ts';
-import { keyCredentials, runOne, testSpec } from '../../test/support/run-task.ts';
+import { keyCredentials, testSpec } from '../../test/support/run-task.ts';
 import { ChildRssSampler, peakRssKiB, resetPeakRss, type ChildRss } from './child-rss.ts';
 import { cpuMs, KiB, median, PeakSampler, pollUntil, withTimeout } from './util.ts';
 
@@ -50,8 +51,27 @@ export interface Contender {
 export async function leashContender(sshd: Sshd): Promise<Contender> {
   const credentials = await keyCredentials(sshd.clientKey.path);
   const spec: TaskSpec = testSpec(sshd, 'true', credentials, { timeouts: { commandMs: TASK_TIMEOUT_MS } });
-  const deps = { remote: new SshRemoteExec(), ledger, tasks: taskTable };
+  return leashContenderWith({
+    name: 'leash',
+    spec,
+    deps: { remote: new SshRemoteExec(), ledger, tasks: taskTable },
+    afterRep: () => assertLedgerEmpty('leash repetition'),
+  });
+}
 
+/**
+ * A leash contender running `spec` (one object for every task) with `deps`: sequentially
+ * through runTask, concurrently through fanOut. `afterRep` checks what must be left.
+ */
+export function leashContenderWith(o: {
+  readonly name: string;
+  readonly spec: TaskSpec;
+  readonly deps: TaskRunnerDeps;
+  readonly afterRep: () => Promise<void>;
+  readonly cpuNote?: string;
+  readonly rssNote?: string;
+}): Contender {
+  const { spec, deps } = o;
   const measure = async (tasks: number, body: (latencies: number[], reports: TaskReport[]) => Promise<void>): Promise<RepResult> => {
     const latencies: number[] = [];
     const reports: TaskReport[] = [];
@@ -75,11 +95,11 @@ export async function leashContender(sshd: Sshd): Promise<Contender> {
     if (bad.length > 0 || reports.length !== tasks) {
       const first = bad[0];
       throw new Error(
-        `leash: ${bad.length} of ${reports.length}/${tasks} tasks not ok` +
+        `${o.name}: ${bad.length} of ${reports.length}/${tasks} tasks not ok` +
           (first ? ` (first: ${first.status} ${first.error?.code ?? ''} ${first.error?.message ?? ''})` : ''),
       );
     }
-    await assertLedgerEmpty('leash repetition');
+    await o.afterRep();
     return {
       latencies,
       wallMs,
@@ -92,15 +112,16 @@ export async function leashContender(sshd: Sshd): Promise<Contender> {
   };
 
   return {
-    name: 'leash',
-    cpuNote: 'the bench process itself (process.cpuUsage), RSS sampler included',
+    name: o.name,
+    cpuNote: o.cpuNote ?? 'the bench process itself (process.cpuUsage), RSS sampler included',
     rssNote:
+      o.rssNote ??
       'RSS high-water mark of the bench process during the repetition (VmHWM of /proc/self/status after resetting it through /proc/self/clear_refs at the start; a process.memoryUsage.rss() sampler every 10 ms where that is not possible); growth over the RSS at the start of the repetition in brackets',
     sequential: (tasks) =>
       measure(tasks, async (latencies, reports) => {
         for (let i = 0; i < tasks; i++) {
           const start = performance.now();
-          const report = await withTimeout(runOne(spec), TASK_TIMEOUT_MS + 15_000, 'leash task');
+          const report = await withTimeout(runTask(spec, deps, { signal: new AbortController().signal }), TASK_TIMEOUT_MS + 15_000, `${o.name} task`);
           latencies.push(performance.now() - start);
           reports.push(report);
         }
@@ -122,7 +143,7 @@ export async function leashContender(sshd: Sshd): Promise<Contender> {
             },
           }),
           TASK_TIMEOUT_MS * 4,
-          'leash fan-out',
+          `${o.name} fan-out`,
           () => cancel.abort(cancelledError('queued', 'bench: fan-out over its deadline')),
         );
       }),
@@ -166,7 +187,19 @@ export function sshArgv(sshd: Sshd): string[] {
 }
 
 export function sshContender(sshd: Sshd): Contender {
-  const args = sshArgv(sshd);
+  return sshContenderWith({ name: 'ssh', args: sshArgv(sshd) });
+}
+
+/**
+ * OpenSSH's `ssh` spawned per task with `args`. `extra`: a long-lived process the tasks
+ * also use (a ControlMaster): its CPU during the repetition and its RSS at the end count too.
+ */
+export function sshContenderWith(o: {
+  readonly name: string;
+  readonly args: readonly string[];
+  readonly extra?: { readonly cpuMs: () => number; readonly rssKiB: () => number; readonly note: string };
+}): Contender {
+  const args = [...o.args];
   const live = new Set<number>();
   let sampler: ChildRssSampler | null = null;
 
@@ -202,7 +235,7 @@ export function sshContender(sshd: Sshd): Contender {
         if (settled) return;
         settled = true;
         if (code === 0) resolve(ms);
-        else reject(new Error(`ssh exited with ${code ?? signal ?? '?'}: ${stderr.trim().slice(-500)}`));
+        else reject(new Error(`${o.name}: ssh exited with ${code ?? signal ?? '?'}: ${stderr.trim().slice(-500)}`));
       });
     });
 
@@ -210,7 +243,7 @@ export function sshContender(sshd: Sshd): Contender {
     const latencies: number[] = [];
     const rss = await ChildRssSampler.start('ssh');
     sampler = rss;
-    const cpu0 = cpuMs('self').children;
+    const cpu0 = cpuMs('self').children + (o.extra?.cpuMs() ?? 0);
     const t0 = performance.now();
     let mem: ChildRss;
     let wallMs: number;
@@ -219,28 +252,28 @@ export function sshContender(sshd: Sshd): Contender {
       await body(latencies);
     } finally {
       wallMs = performance.now() - t0;
-      cpu = cpuMs('self').children - cpu0;
+      cpu = cpuMs('self').children + (o.extra?.cpuMs() ?? 0) - cpu0;
       sampler = null;
       mem = await rss.stop();
     }
-    if (live.size > 0) throw new Error(`ssh: ${live.size} processes still running after the repetition`);
+    if (live.size > 0) throw new Error(`${o.name}: ${live.size} processes still running after the repetition`);
     return {
       latencies,
       wallMs,
       clientCpuMsPerTask: cpu / tasks,
       serverCpuMsPerTask: Number.NaN,
-      peakRssKiB: mem.peakSumKiB,
+      peakRssKiB: mem.peakSumKiB + (o.extra?.rssKiB() ?? 0),
       childPeak: mem,
       rssGrowthKiB: null,
       reports: [],
     };
   };
 
+  const extraNote = o.extra ? `; ${o.extra.note}` : '';
   return {
-    name: 'ssh',
-    cpuNote: "the ssh processes (this process's reaped-children CPU from /proc/self/stat, 10 ms ticks); the node driver that spawns them is not counted",
-    rssNote:
-      'peak of the sum of VmRSS over the ssh processes alive at one moment, sampled every 10 ms from /proc/PID/status by a worker thread (so fork() blocking the main thread does not skip samples); shared library pages count once per process, which overstates the sum against PSS',
+    name: o.name,
+    cpuNote: `the ssh processes (this process's reaped-children CPU from /proc/self/stat, 10 ms ticks); the node driver that spawns them is not counted${extraNote}`,
+    rssNote: `peak of the sum of VmRSS over the ssh processes alive at one moment, sampled every 10 ms from /proc/PID/status by a worker thread (so fork() blocking the main thread does not skip samples); shared library pages count once per process, which overstates the sum against PSS${extraNote}`,
     sequential: (tasks) =>
       measure(tasks, async (latencies) => {
         for (let i = 0; i < tasks; i++) latencies.push(await runSsh());
@@ -257,7 +290,7 @@ export function sshContender(sshd: Sshd): Contender {
         await withTimeout(
           Promise.all(Array.from({ length: Math.min(concurrency, tasks) }, worker)),
           TASK_TIMEOUT_MS * 4,
-          'ssh fan-out',
+          `${o.name} fan-out`,
         );
       }),
   };
@@ -297,21 +330,36 @@ export async function spawnOverheadMs(runs: number): Promise<number> {
 }
 
 /**
- * Runs one repetition and adds the server side's CPU: sshd's own and its reaped connection
- * processes' (/proc/SSHD/stat). Waits (bounded) until sshd has no connection processes left
- * before and after, so one contender's teardown never lands in the other's numbers.
+ * Runs one repetition and adds the server side's CPU: sshd's own and its connection
+ * processes' (/proc/PID/stat of sshd and of every live descendant: own + reaped children).
+ * Waits (bounded) until sshd has no more than `idleProcs` descendants (connections kept open
+ * across repetitions: a pool, a ControlMaster) before and after, so one contender's teardown
+ * never lands in another's numbers.
  */
-export async function measureRep(sshd: Sshd, run: () => Promise<RepResult>): Promise<RepResult> {
-  await waitSshdIdle(sshd);
-  const before = cpuMs(sshd.pid);
+export async function measureRep<R extends { readonly latencies: readonly number[]; serverCpuMsPerTask: number }>(
+  sshd: { readonly pid: number },
+  run: () => Promise<R>,
+  idleProcs = 0,
+): Promise<R> {
+  await waitSshdIdle(sshd, idleProcs);
+  const before = treeCpuMs(sshd.pid);
   const result = await run();
-  await waitSshdIdle(sshd);
-  const after = cpuMs(sshd.pid);
-  const tasks = result.latencies.length;
-  result.serverCpuMsPerTask = (after.own + after.children - before.own - before.children) / tasks;
+  await waitSshdIdle(sshd, idleProcs);
+  const after = treeCpuMs(sshd.pid);
+  result.serverCpuMsPerTask = (after - before) / result.latencies.length;
   return result;
 }
 
-async function waitSshdIdle(sshd: Sshd): Promise<void> {
-  await pollUntil(() => descendantPids(sshd.pid).length === 0, 10_000, 'sshd connection processes to exit', () => `${descendantPids(sshd.pid).length} left`);
+/** CPU ms of a process tree: every live process's own CPU and that of its reaped children. */
+export function treeCpuMs(root: number): number {
+  let total = 0;
+  for (const pid of [root, ...descendantPids(root)]) {
+    const c = cpuMs(pid);
+    if (Number.isFinite(c.own)) total += c.own + c.children;
+  }
+  return total;
+}
+
+export async function waitSshdIdle(sshd: { readonly pid: number }, idleProcs = 0): Promise<void> {
+  await pollUntil(() => descendantPids(sshd.pid).length <= idleProcs, 10_000, `sshd connection processes to exit (${idleProcs} kept)`, () => `${descendantPids(sshd.pid).length} left`);
 }
