@@ -35,6 +35,9 @@ export class SshConnection {
     this.target = target;
     this.#ledger = ledger;
     this.#handle = ledger.open('ssh-connection', owner, { host: target.host, port: target.port, user: target.user });
+    // A pooled connection carries many channels at once, each waiting on the client's
+    // 'close' while it opens: that many listeners is expected, not a leak warning.
+    client.setMaxListeners(64);
     // ssh2 may emit 'error' more than once, and an unheard 'error' crashes the process
     // (SSH-PITFALLS 12): keep one permanent listener and remember the first.
     client.on('error', (err: Error) => {
