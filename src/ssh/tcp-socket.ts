@@ -71,7 +71,16 @@ export class TrackedSocket {
  */
 export async function openTcpSocket(target: TcpTarget, options: TcpSocketOptions): Promise<TrackedSocket> {
   options.signal.throwIfAborted();
-  const socket = new net.Socket();
+  // TCP_NODELAY and keepalive must be given to the constructor: Node 20 reads them there
+  // and silently ignores them in connect() on an existing socket (which leash did, and so ran
+  // with Nagle on: 60 ms per pooled session instead of a few).
+  // (@types/node 20 does not list these constructor options yet.)
+  const settings: net.SocketConstructorOpts & { noDelay: boolean; keepAlive: boolean; keepAliveInitialDelay: number } = {
+    noDelay: true,
+    keepAlive: true,
+    keepAliveInitialDelay: Math.max(1000, options.keepAliveInitialDelayMs),
+  };
+  const socket = new net.Socket(settings);
   const handle = options.ledger.open('socket', options.owner, { host: target.host, port: target.port });
   handle.attach(socket);
   const tracked = new TrackedSocket(socket, handle);
@@ -81,13 +90,7 @@ export async function openTcpSocket(target: TcpTarget, options: TcpSocketOptions
       const onError = (err: NodeJS.ErrnoException): void => reject(connectError(err, target));
       socket.once('connect', onConnect);
       socket.once('error', onError);
-      socket.connect({
-        host: target.host,
-        port: target.port,
-        keepAlive: true,
-        keepAliveInitialDelay: Math.max(1000, options.keepAliveInitialDelayMs),
-        noDelay: true,
-      });
+      socket.connect({ host: target.host, port: target.port });
       return () => {
         socket.off('connect', onConnect);
         socket.off('error', onError);
