@@ -1,6 +1,6 @@
 import { asTaskError, LeashError, type ErrorCode } from '../lifecycle/errors.ts';
 import type { ResourceLedger } from '../lifecycle/ledger.ts';
-import { canEnter } from '../lifecycle/stages.ts';
+import { canEnter, type Stage } from '../lifecycle/stages.ts';
 import type { TaskProgress } from '../lifecycle/task-table.ts';
 import { connectSsh, type ConnectTimeouts, type KeepaliveOptions } from './connect.ts';
 import type { ConnectionPool, Lease } from './connection-pool.ts';
@@ -222,21 +222,7 @@ async function dialThrough(command: RemoteCommand, scope: RemoteScope, pool: Con
 /** The task as a jump hop sees it: it stays in `connecting`; what it waits on names the hop. */
 function hopProgress(task: TaskProgress, hop: SshTarget): TaskProgress {
   const name = `${hop.host}:${hop.port}`;
-  return {
-    get id() {
-      return task.id;
-    },
-    get stage() {
-      return task.stage;
-    },
-    get waiting() {
-      return task.waiting;
-    },
-    enter() {},
-    wait(what) {
-      task.wait(what === null ? null : `jump ${name}: ${what}`);
-    },
-  };
+  return progressView(task, () => {}, (what) => (what === null ? null : `jump ${name}: ${what}`));
 }
 
 function namingHop(error: LeashError, hop: SshTarget): LeashError {
@@ -267,6 +253,13 @@ function reusableAfter(result: ExecResult, connection: SshConnection): boolean {
  * (stages only move forward), so a task that reached `channel` can dial anew.
  */
 function resumable(task: TaskProgress): TaskProgress {
+  return progressView(task, (stage) => {
+    if (canEnter(task.stage, stage)) task.enter(stage);
+  });
+}
+
+/** `task` with its stage changes (and, optionally, what it waits on) passed through a filter. */
+function progressView(task: TaskProgress, enter: (stage: Stage) => void, waiting: (what: string | null) => string | null = (what) => what): TaskProgress {
   return {
     get id() {
       return task.id;
@@ -277,11 +270,9 @@ function resumable(task: TaskProgress): TaskProgress {
     get waiting() {
       return task.waiting;
     },
-    enter(stage) {
-      if (canEnter(task.stage, stage)) task.enter(stage);
-    },
+    enter,
     wait(what) {
-      task.wait(what);
+      task.wait(waiting(what));
     },
   };
 }
