@@ -6,7 +6,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { runCli, startCli, tempHome } from './support/cli.ts';
+import { jsonLines, runCli, startCli, tempHome } from './support/cli.ts';
 import { startHostileServer, type HostileServer } from './support/hostile-servers.ts';
 import { startSshd, type Sshd } from './support/sshd.ts';
 
@@ -37,14 +37,6 @@ async function closedPort(): Promise<number> {
   const { port } = server.address() as net.AddressInfo;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
-}
-
-function jsonLines(stdout: string): Array<Record<string, unknown>> {
-  return stdout
-    .trim()
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 describe('results and exit codes', () => {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { runCli, tempHome } from './support/cli.ts';
+import { jsonLines, runCli, tempHome } from './support/cli.ts';
 import { startSshd, type Sshd } from './support/sshd.ts';
 
 let target: Sshd;
@@ -41,14 +41,6 @@ function hostBlock(alias: string, sshd: Sshd, knownHosts: string, extra: string[
     ...extra.map((l) => `  ${l}`),
     '',
   ].join('\n');
-}
-
-function jsonLines(stdout: string): Array<Record<string, unknown>> {
-  return stdout
-    .trim()
-    .split('\n')
-    .filter((l) => l.length > 0)
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 /** How many logins the bastion has accepted so far (its sshd log, LogLevel VERBOSE). */

@@ -7,7 +7,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { promises as fs, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { descendantPids, onProcessExit, startSshd, stopChildProcess, type Sshd } from '../../test/support/sshd.ts';
+import { descendantPids, freePort, onProcessExit, startSshd, stopChildProcess, type Sshd } from '../../test/support/sshd.ts';
 import { treeCpuMs, waitSshdIdle } from './fresh.ts';
 import { onPath, REPO } from './report.ts';
 import { cpuMs, PeakSampler, pollUntil, procMemory, sleep } from './util.ts';
@@ -26,17 +26,6 @@ export interface FanoutSshd {
   readonly clientHome: string;
   readonly dir: string;
   stop(): Promise<void>;
-}
-
-function freePortAnyAddress(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '0.0.0.0', () => {
-      const addr = srv.address();
-      srv.close(() => (addr !== null && typeof addr === 'object' ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
 }
 
 function bannerAt(host: string, port: number, ms: number): Promise<boolean> {
@@ -85,7 +74,7 @@ export async function startFanoutSshd(hostCount: number): Promise<FanoutSshd> {
   try {
     const dir = path.join(base.dir, 'fanout');
     await fs.mkdir(dir);
-    const port = await freePortAnyAddress();
+    const port = await freePort('0.0.0.0');
     const hosts = Array.from({ length: hostCount }, (_, i) => `127.0.1.${i + 1}`);
     const configPath = path.join(dir, 'sshd_config');
     const logPath = path.join(dir, 'sshd.log');

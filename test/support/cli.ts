@@ -55,3 +55,12 @@ export async function tempHome(): Promise<{ home: string; remove: () => Promise<
   const home = await mkdtemp(path.join(os.tmpdir(), 'leash-home-'));
   return { home, remove: () => rm(home, { recursive: true, force: true }) };
 }
+
+/** `leash run --json` output: one object per line. */
+export function jsonLines(stdout: string): Array<Record<string, unknown>> {
+  return stdout
+    .trim()
+    .split('\n')
+    .filter((l) => l.length > 0)
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}

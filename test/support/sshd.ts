@@ -290,11 +290,12 @@ function quote(value: string): string {
   return `"${value}"`;
 }
 
-function freePort(): Promise<number> {
+/** A port nothing listens on right now (on `host`, loopback by default). */
+export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen(0, host, () => {
       const addr = srv.address();
       srv.close(() => {
         if (addr !== null && typeof addr === 'object') resolve(addr.port);
