@@ -7,7 +7,7 @@ import { buildAdminApi } from '../api/admin-server.ts';
 import { buildApi } from '../api/server.ts';
 import { TokenAuth } from '../api/token-auth.ts';
 import { createMetrics, type LeashMetrics } from '../diagnostics/metrics.ts';
-import { Profiler } from '../diagnostics/profiler.ts';
+import { Profiler, PROFILER_OWNER } from '../diagnostics/profiler.ts';
 import { createRedactor, DEFAULT_REDACT_PATTERNS } from '../diagnostics/redaction.ts';
 import { LEAK_KINDS, LeakWatchdog } from '../lifecycle/leak-watchdog.ts';
 import type { ResourceHandle, ResourceLedger } from '../lifecycle/ledger.ts';
@@ -87,7 +87,7 @@ export interface ServiceOptions {
 const DEMO_IDENTITY = 'demo';
 
 /** Ledger owners that are long-lived parts of the service rather than tasks. */
-export const COMPONENT_OWNERS: ReadonlySet<string> = new Set(['store', 'demo-target', 'retention', 'event-stream', 'task-service', POOL_OWNER]);
+export const COMPONENT_OWNERS: ReadonlySet<string> = new Set(['store', 'demo-target', 'retention', 'event-stream', 'task-service', POOL_OWNER, PROFILER_OWNER]);
 
 /**
  * Wires the service together (the one composition root, STYLE.md) and starts it: store
@@ -183,7 +183,7 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
       : null;
     watchdog?.start();
     cleanups.push(() => watchdog?.stop());
-    const profiler = new Profiler();
+    const profiler = new Profiler({ ledger });
     if (config.diagnostics.heapSampling) profiler.start();
     cleanups.push(() => profiler.stop());
 

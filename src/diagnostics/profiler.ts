@@ -11,6 +11,7 @@ import { Session } from 'node:inspector/promises';
 import { finished, type Readable } from 'node:stream';
 import { getHeapSnapshot } from 'node:v8';
 import { encode, heap as pprofHeap, time as pprofTime } from '@datadog/pprof';
+import { ledger as processLedger, type ResourceLedger } from '../lifecycle/ledger.ts';
 
 export type ProfileFormat = 'pprof' | 'cpuprofile';
 
@@ -34,7 +35,12 @@ export interface ProfilerOptions {
   readonly heapSamplingBytes?: number;
   /** CPU sampling interval, microseconds; default 10_000 (100 Hz). */
   readonly cpuIntervalMicros?: number;
+  /** Where the profile's deadline timer is registered (owner `profiler`); default the process ledger. */
+  readonly ledger?: ResourceLedger;
 }
+
+/** Ledger owner of the profiler's timers. */
+export const PROFILER_OWNER = 'profiler';
 
 const DEFAULT_HEAP_SAMPLING_BYTES = 512 * 1024;
 const DEFAULT_CPU_INTERVAL_MICROS = 10_000;
@@ -65,22 +71,21 @@ function stamp(): string {
 
 /**
  * Resolves after `ms` or as soon as any signal aborts (never rejects: an early end is a
- * shorter profile, not a failure). The timer is unref'd so a pending profile never keeps
- * the process alive, and timer and listeners are cleaned up however the wait ends.
+ * shorter profile, not a failure). The timer is a ledger timer (unref'd: a pending profile
+ * never keeps the process alive); timer and listeners are released however the wait ends.
  */
-async function waitUntil(ms: number, signals: readonly AbortSignal[]): Promise<void> {
+async function profileFor(ms: number, signals: readonly AbortSignal[], ledger: ResourceLedger): Promise<void> {
   if (signals.some((s) => s.aborted)) return;
-  let timer: NodeJS.Timeout | undefined;
+  let timer: ReturnType<ResourceLedger['timeout']> | undefined;
   let onAbort: (() => void) | undefined;
   try {
     await new Promise<void>((resolve) => {
       onAbort = resolve;
-      timer = setTimeout(resolve, ms);
-      timer.unref();
+      timer = ledger.timeout(PROFILER_OWNER, ms, resolve, { purpose: 'cpu-profile' });
       for (const s of signals) s.addEventListener('abort', onAbort, { once: true });
     });
   } finally {
-    clearTimeout(timer);
+    timer?.release();
     if (onAbort !== undefined) for (const s of signals) s.removeEventListener('abort', onAbort);
   }
 }
@@ -88,6 +93,7 @@ async function waitUntil(ms: number, signals: readonly AbortSignal[]): Promise<v
 export class Profiler {
   readonly #heapSamplingBytes: number;
   readonly #cpuIntervalMicros: number;
+  readonly #ledger: ResourceLedger;
   #heapStarted = false;
   /** Aborted by stop() to end a CPU profile in progress early. */
   #cpuStop: AbortController | undefined;
@@ -95,6 +101,7 @@ export class Profiler {
   constructor(options: ProfilerOptions = {}) {
     this.#heapSamplingBytes = positiveInteger(options.heapSamplingBytes ?? DEFAULT_HEAP_SAMPLING_BYTES, 'heapSamplingBytes');
     this.#cpuIntervalMicros = positiveInteger(options.cpuIntervalMicros ?? DEFAULT_CPU_INTERVAL_MICROS, 'cpuIntervalMicros');
+    this.#ledger = options.ledger ?? processLedger;
   }
 
   /** Starts sampled heap profiling (cheap; left on for the life of the service so /debug/pprof/heap has data). Idempotent. */
@@ -146,7 +153,7 @@ export class Profiler {
     pprofTime.start({ intervalMicros: this.#cpuIntervalMicros, withContexts: true, collectCpuTime: true });
     let profile: ReturnType<typeof pprofTime.stop> | undefined;
     try {
-      await waitUntil(ms, signals);
+      await profileFor(ms, signals, this.#ledger);
       profile = pprofTime.stop();
     } finally {
       // Only if the happy path did not stop it: never leave V8's sampler thread running.
@@ -163,7 +170,7 @@ export class Profiler {
       await session.post('Profiler.enable');
       await session.post('Profiler.setSamplingInterval', { interval: this.#cpuIntervalMicros });
       await session.post('Profiler.start');
-      await waitUntil(ms, signals);
+      await profileFor(ms, signals, this.#ledger);
       const { profile } = await session.post('Profiler.stop');
       return { body: Buffer.from(JSON.stringify(profile)), filename, contentType: 'application/json' };
     } finally {
