@@ -87,7 +87,7 @@ export interface ServiceOptions {
 const DEMO_IDENTITY = 'demo';
 
 /** Ledger owners that are long-lived parts of the service rather than tasks. */
-export const COMPONENT_OWNERS: ReadonlySet<string> = new Set(['store', 'demo-target', 'retention', 'event-stream', 'task-service', POOL_OWNER, PROFILER_OWNER]);
+export const COMPONENT_OWNERS: ReadonlySet<string> = new Set(['store', 'demo-target', 'retention', 'event-stream', 'task-service', POOL_OWNER, PROFILER_OWNER, 'admin-listener']);
 
 /**
  * Wires the service together (the one composition root, STYLE.md) and starts it: store
@@ -230,7 +230,7 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
       });
       cleanups.push(() => admin.close());
       const at = config.adminListen;
-      adminUrl = await listenOrExplain('admin (/debug) listener', 'adminListen / --admin-listen / LEASH_ADMIN_LISTEN (or off)', 'path' in at ? `unix:${at.path}` : formatListenAddress(at), () => listenAdmin(admin, at));
+      adminUrl = await listenOrExplain('admin (/debug) listener', 'adminListen / --admin-listen / LEASH_ADMIN_LISTEN (or off)', 'path' in at ? `unix:${at.path}` : formatListenAddress(at), () => listenAdmin(admin, at, ledger));
     }
     logger.info({ url: address, adminUrl, demo: demo !== null, interrupted: interrupted.length }, 'leash serve listening');
 
@@ -255,24 +255,27 @@ export async function startService(config: ServeConfig, options: ServiceOptions)
  * process that died is removed, but only when nothing answers on it: a second leash must
  * not steal a live one's socket.
  */
-async function listenAdmin(admin: FastifyInstance, at: AdminAddress): Promise<string> {
+async function listenAdmin(admin: FastifyInstance, at: AdminAddress, ledger: ResourceLedger): Promise<string> {
   if (!('path' in at)) return admin.listen({ host: at.host, port: at.port });
   const stat = await lstat(at.path).catch(() => null);
-  if (stat?.isSocket() && !(await answers(at.path))) await unlink(at.path);
+  if (stat?.isSocket() && !(await answers(at.path, ledger))) await unlink(at.path);
   await admin.listen({ path: at.path });
   return `unix:${at.path}`;
 }
 
-/** Whether something accepts connections on a unix socket (bounded: 1 s). */
-function answers(socketPath: string): Promise<boolean> {
+/** Whether something accepts connections on a unix socket (bounded: 1 s; socket and timer in the ledger). */
+function answers(socketPath: string, ledger: ResourceLedger): Promise<boolean> {
   return new Promise((resolve) => {
     const probe = net.connect({ path: socketPath });
+    const handle = ledger.open('socket', 'admin-listener', { purpose: 'stale-socket-probe', path: socketPath });
+    handle.attach(probe);
+    probe.once('close', () => handle.release());
     const done = (result: boolean): void => {
-      clearTimeout(timer);
+      timer.release();
       probe.destroy();
       resolve(result);
     };
-    const timer = setTimeout(() => done(true), 1000);
+    const timer = ledger.timeout('admin-listener', 1000, () => done(true), { purpose: 'stale-socket-probe' });
     probe.once('connect', () => done(true));
     probe.once('error', () => done(false));
   });
