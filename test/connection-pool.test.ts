@@ -113,6 +113,31 @@ void describe('connection pool against OpenSSH', () => {
     assert.ok(opened >= 5 && opened <= 8, `10 tasks at 2 sessions per connection need 5 to 8 connections, opened ${opened}`);
   });
 
+  void test('cancelling tasks that share a pooled connection, at any stage, leaves the other tasks on it alone', async () => {
+    const p = newPool({ maxConnectionsPerKey: 1, maxChannelsPerConnection: 8 });
+    const spec = specsFor(sshd, creds);
+    const warm = await run(spec('true'), p);
+    assert.equal(warm.status, 'ok', JSON.stringify(warm.error));
+    const before = socketsOpened();
+    const survivor = run(spec('sleep 3; echo survived'), p);
+    await eventually('the survivor runs', () => taskTable.live().some((t) => t.stage === 'running'));
+    // Cancels landing while the channel opens, while the command starts and while it runs.
+    const cancelled = await Promise.all(
+      [0, 2, 5, 10, 20, 40, 80, 300].map(async (delayMs) => {
+        const cancel = new AbortController();
+        const pending = run(spec('sleep 30'), p, cancel.signal);
+        await sleep(delayMs);
+        cancel.abort();
+        return pending;
+      }),
+    );
+    for (const r of cancelled) assert.equal(r.status, 'cancelled', JSON.stringify(r.error));
+    const kept = await survivor;
+    assert.equal(kept.status, 'ok', JSON.stringify(kept.error));
+    assert.equal(kept.stdout, 'survived\n');
+    assert.equal(socketsOpened(), before, 'every task used the one pooled connection');
+  });
+
   void test('an unused connection closes after the idle TTL', async () => {
     const p = newPool({ idleTtlMs: 300 });
     assert.equal((await run(specsFor(sshd, creds)('true'), p)).status, 'ok');

@@ -38,6 +38,15 @@ export interface Lease {
    * MaxSessions) is lower than ours. The connection takes no more than it has now.
    */
   markFull(): void;
+  /**
+   * Takes over a channel the task gave up on while the server may still answer or close it
+   * late, when other tasks share the connection: the channel's ledger entry becomes the
+   * pool's and the connection is never lent again; it is destroyed, and the channel with it,
+   * once the others are done (a remote session that ignored the kill lives until then, not
+   * longer). False when nobody else uses the connection: then the caller destroys it, the
+   * quickest sure end of the channel.
+   */
+  adopt(channel: ResourceHandle): boolean;
   /** Gives the channel back. `broken`: never lend the connection again; it closes once unused. */
   release(broken: boolean): void;
 }
@@ -211,6 +220,12 @@ export class ConnectionPool {
       channelsInUse,
       markFull: () => {
         pooled.limit = Math.max(1, Math.min(pooled.limit, pooled.channels - 1));
+      },
+      adopt: (channel) => {
+        if (returned || channel.released || pooled.channels + pooled.forwards <= 1) return false;
+        channel.transfer(POOL_OWNER);
+        pooled.broken = true;
+        return true;
       },
       release: (broken) => {
         if (returned) return;

@@ -64,6 +64,12 @@ export interface ExecScope {
   readonly ledger: ResourceLedger;
   readonly task: TaskProgress;
   readonly signal: AbortSignal;
+  /**
+   * For a connection other tasks share (a pooled one): takes over a channel this task gives
+   * up on (see Lease.adopt), so that the others keep their connection. Without it, or when
+   * it declines, giving up on a channel destroys the connection.
+   */
+  readonly adopt?: (channel: ResourceHandle) => boolean;
 }
 
 /** After `exit` arrives, how long the channel may stay silent before it is closed by us (ssh2#980). */
@@ -83,13 +89,29 @@ export async function execCommand(connection: SshConnection, request: ExecReques
   const empty = { exitCode: null, signal: null, exitStatusMissing: false, stdout, stderr, killConfirmed: null };
   const commandLine = remoteCommandLine(request.command, request.env, request.execId);
   const exit = new ExitWatch();
-  let channel: ClientChannel;
+  let opened: OpenedChannel;
   try {
-    channel = await openExecChannel(connection, commandLine.line, request.timeouts.channelMs, scope, (stream) => exit.watch(stream));
+    opened = await openExecChannel(connection, commandLine.line, request.timeouts.channelMs, scope, (stream) => exit.watch(stream));
   } catch (err) {
     return { ...empty, error: asTaskError(err, 'channel') };
   }
-  return runOnChannel(connection, channel, exit, commandLine.execId, request, scope, stdout, stderr);
+  return runOnChannel(connection, opened, exit, commandLine.execId, request, scope, stdout, stderr);
+}
+
+/** A session channel and its ledger entry (released when ssh2 reports the channel closed). */
+interface OpenedChannel {
+  readonly channel: ClientChannel;
+  readonly entry: ResourceHandle;
+}
+
+/**
+ * Gives up on a channel the server may still answer or close late: a connection shared with
+ * other tasks adopts it (and is retired once they are done); otherwise the connection is
+ * destroyed, which ends the channel for sure. A cancel must never take other tasks down.
+ */
+async function abandonChannel(connection: SshConnection, entry: ResourceHandle | null, scope: ExecScope): Promise<void> {
+  if (entry !== null && !entry.released && scope.adopt?.(entry) === true) return;
+  await connection.destroy();
 }
 
 /**
@@ -125,12 +147,13 @@ async function openExecChannel(
   channelMs: number,
   scope: ExecScope,
   onOpen: (channel: ClientChannel) => void,
-): Promise<ClientChannel> {
+): Promise<OpenedChannel> {
   const { ledger, task } = scope;
   const { host, port } = connection.target;
   task.enter('channel');
   task.wait('channel-open');
   let refused = false;
+  let pending: ResourceHandle | null = null;
   try {
     return await withDeadline(
       {
@@ -142,9 +165,10 @@ async function openExecChannel(
         onTimeout: () => new LeashError('channel-open-failed', 'channel', `no answer to channel open or exec from ${host}:${port} within ${channelMs} ms`),
       },
       (signal) =>
-        waitUntil<ClientChannel>(signal, ({ resolve, reject }) => {
+        waitUntil<OpenedChannel>(signal, ({ resolve, reject }) => {
           let settled = false;
           const handle: ResourceHandle = ledger.open('channel', task.id, { host, port });
+          pending = handle;
           const onClose = (): void => reject(connection.failure('channel'));
           const client = connection.client as unknown as NodeJS.EventEmitter;
           client.once('close', onClose);
@@ -161,13 +185,17 @@ async function openExecChannel(
               stream.on('error', () => {});
               stream.stderr.on('error', () => {});
               if (settled) {
-                // It arrived after the deadline: nobody will use it.
+                // It arrived after the deadline: nobody will use it. ssh2 emits `close` only
+                // after `end`, and `end` only once the stream is read: drain it, or the
+                // entry would outlive the connection.
+                stream.resume();
+                stream.stderr.resume();
                 stream.close();
                 return;
               }
               settled = true;
               onOpen(stream);
-              resolve(stream);
+              resolve({ channel: stream, entry: handle });
             });
           } catch (err) {
             // ssh2 throws 'Not connected' synchronously when the socket is already gone.
@@ -182,8 +210,8 @@ async function openExecChannel(
     );
   } catch (err) {
     // A deadline or cancel while the server had not answered: a channel may still arrive
-    // later, so the connection cannot be trusted (or pooled) any more.
-    if (!refused) await connection.destroy();
+    // later (it is closed at once then), so the connection cannot be lent again.
+    if (!refused) await abandonChannel(connection, pending, scope);
     throw err;
   }
 }
@@ -191,7 +219,7 @@ async function openExecChannel(
 /** Stage `running`: drain output, watch the deadlines, kill on expiry, settle on `close`. */
 async function runOnChannel(
   connection: SshConnection,
-  channel: ClientChannel,
+  { channel, entry }: OpenedChannel,
   exit: ExitWatch,
   execId: string,
   request: ExecRequest,
@@ -283,6 +311,8 @@ async function runOnChannel(
         ledger,
         task,
         exited: () => exit.exited,
+        abandon: (channelEntry) => abandonChannel(connection, channelEntry, scope),
+        entry,
       });
       const error = asTaskError(stop.signal.reason, 'running');
       return { exitCode: exit.code, signal: exit.signal, exitStatusMissing: false, stdout, stderr, killConfirmed, error };

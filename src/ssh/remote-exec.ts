@@ -122,7 +122,7 @@ export class SshRemoteExec implements RemoteExec {
       }
       let result: ExecResult;
       try {
-        result = await execCommand(lease.connection, command.exec, { ledger, task: progress, signal });
+        result = await execCommand(lease.connection, command.exec, { ledger, task: progress, signal, adopt: (channel) => lease.adopt(channel) });
       } catch (err) {
         lease.release(true);
         return failedBeforeExec(asTaskError(err, task.stage), cap);

@@ -19,6 +19,13 @@ export interface KillTarget {
   readonly task: TaskProgress;
   /** Whether the server has reported the command's exit (status or signal). */
   readonly exited: () => boolean;
+  /** The command channel's ledger entry. */
+  readonly entry: ResourceHandle;
+  /**
+   * Gives up on a channel that does not close when asked: adopted by the pool when other
+   * tasks share the connection, else the connection is destroyed (exec.ts abandonChannel).
+   */
+  readonly abandon: (channel: ResourceHandle) => Promise<void>;
 }
 
 /** After our own channel close, how long the server may take before the connection is destroyed. */
@@ -49,16 +56,16 @@ export async function killRemote(target: KillTarget): Promise<boolean> {
   await killer;
   if (!died) {
     channel.close();
-    if (!(await within(CHANNEL_CLOSE_GRACE_MS))) await connection.destroy();
+    if (!(await within(CHANNEL_CLOSE_GRACE_MS))) await target.abandon(target.entry);
   }
   return target.exited();
 }
 
 /**
  * Runs the kill-by-LEASH_EXEC_ID command on a second channel of the same connection. Waits
- * at most the kill grace; a channel that opens later is closed at once. Its ledger entry
- * lives until ssh2 settles the channel (at the latest when the connection is torn down,
- * which follows every kill).
+ * at most the kill grace; a channel that opens later is closed at once. Given up on, its
+ * ledger entry is abandoned like a stuck command channel: adopted by the pool, or gone with
+ * the destroyed connection — never left to the finished task.
  */
 function runKillChannel(target: KillTarget): Promise<void> {
   const { connection, ledger, task } = target;
@@ -70,7 +77,7 @@ function runKillChannel(target: KillTarget): Promise<void> {
       // The kill command hangs or the server never answered: stop waiting for it.
       gaveUp = true;
       stream?.close();
-      resolve();
+      void target.abandon(handle).finally(resolve);
     }, { purpose: 'kill-channel' });
     const done = (): void => {
       timer.release();
