@@ -282,6 +282,12 @@ export class Peer {
     await run('tc', ['qdisc', 'add', 'dev', this.hostIf, ...tbf]);
   }
 
+  /** Removes the shaping of {@link limitRate} from both veth ends. */
+  async unlimitRate(): Promise<void> {
+    await this.exec('tc', ['qdisc', 'del', 'dev', this.nsIf, 'root']);
+    await run('tc', ['qdisc', 'del', 'dev', this.hostIf, 'root']);
+  }
+
   /** Bytes the namespace's end of the veth has sent through its root qdisc. */
   async bytesSent(): Promise<number> {
     const text = await this.exec('tc', ['-s', 'qdisc', 'show', 'dev', this.nsIf]);

@@ -21,12 +21,19 @@ export interface NsSshd extends TestTarget {
   /** PID of the listening sshd (our child; `ip netns exec` execs it). */
   readonly pid: number;
   readonly dir: string;
+  /** The client's private key (no passphrase), authorized for {@link user}. */
+  readonly clientKeyPath: string;
   /** "ssh-ed25519 AAAA..." */
   readonly hostKeyLine: string;
   readonly credentials: Credentials;
   /** The known_hosts line for another address and port (a relay in front of this sshd). */
   knownHostsLineFor(host: string, port: number): string;
   logTail(lines?: number): Promise<string>;
+  /**
+   * Starts sshd again with the same keys and configuration (a peer back from a reboot keeps
+   * its host key); only after it has exited, e.g. through {@link Peer.reboot}.
+   */
+  restart(): Promise<void>;
   /** Kills sshd and every process in the peer's namespace, removes the dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -104,50 +111,34 @@ export async function startNsSshd(peer: Peer, port = 22): Promise<NsSshd> {
       if (!check.ok) throw new Error(`sshd -t rejected ${configPath}:\n${check.stderr}`);
     }
 
-    const log = await fs.open(logPath, 'w');
-    try {
-      child = spawn('ip', ['netns', 'exec', peer.ns, SSHD_PATH, '-D', '-e', '-f', configPath], {
-        stdio: ['ignore', log.fd, log.fd],
-        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' },
-      });
-    } finally {
-      await log.close();
-    }
-    let spawnError: Error | undefined;
-    child.once('error', (e) => (spawnError = e));
-    child.unref();
-    const sshdChild = child;
-    const pid = child.pid;
-    if (pid === undefined) throw new Error(`could not spawn sshd in ${peer.ns}`);
-
-    const until = Date.now() + READY_TIMEOUT_MS;
-    for (;;) {
-      if (spawnError) throw spawnError;
-      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`sshd in ${peer.ns} exited; log:\n${await tail(logPath)}`);
-      const banner = await readBanner(peer.addr, port, 500);
-      if (banner?.startsWith('SSH-2.0-OpenSSH') === true) break;
-      if (Date.now() > until) throw new Error(`sshd in ${peer.ns} not ready within ${READY_TIMEOUT_MS} ms; log:\n${await tail(logPath)}`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-
+    child = await spawnReady(peer, port, configPath, logPath, 'w');
     const credentials = await keyCredentials(clientKey);
     let stopping: Promise<void> | undefined;
+    let current = child;
     return {
       host: peer.addr,
       port,
       user,
       knownHostsLine: knownHostsLine(peer.addr, port, hostKeyLine),
-      pid,
+      get pid() {
+        return current.pid ?? 0;
+      },
       dir,
+      clientKeyPath: clientKey,
       hostKeyLine,
       credentials,
       knownHostsLineFor: (host, p) => knownHostsLine(host, p, hostKeyLine),
       logTail: (n) => tail(logPath, n),
+      restart: async () => {
+        if (stopping) throw new Error(`sshd in ${peer.ns} was stopped`);
+        if (current.exitCode === null && current.signalCode === null) throw new Error(`sshd ${current.pid} in ${peer.ns} still runs`);
+        current = await spawnReady(peer, port, configPath, logPath, 'a');
+      },
       stop: () =>
         (stopping ??= (async () => {
           try {
             await peer.killAll();
-            if (!(await waitForExit(sshdChild, 5000))) throw new Error(`sshd ${pid} in ${peer.ns} did not exit`);
+            if (!(await waitForExit(current, 5000))) throw new Error(`sshd ${current.pid} in ${peer.ns} did not exit`);
           } finally {
             removeDirHook();
             await fs.rm(dir, { recursive: true, force: true });
@@ -161,6 +152,39 @@ export async function startNsSshd(peer: Peer, port = 22): Promise<NsSshd> {
     }
     removeDirHook();
     await fs.rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Spawns sshd in the peer's namespace and resolves once it sends its banner on `peer.addr:port`. */
+async function spawnReady(peer: Peer, port: number, configPath: string, logPath: string, logMode: 'w' | 'a'): Promise<ChildProcess> {
+  const log = await fs.open(logPath, logMode);
+  let child: ChildProcess;
+  try {
+    child = spawn('ip', ['netns', 'exec', peer.ns, SSHD_PATH, '-D', '-e', '-f', configPath], {
+      stdio: ['ignore', log.fd, log.fd],
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' },
+    });
+  } finally {
+    await log.close();
+  }
+  let spawnError: Error | undefined;
+  child.once('error', (e) => (spawnError = e));
+  child.unref();
+  if (child.pid === undefined) throw new Error(`could not spawn sshd in ${peer.ns}`);
+  try {
+    const until = Date.now() + READY_TIMEOUT_MS;
+    for (;;) {
+      if (spawnError) throw spawnError;
+      if (child.exitCode !== null || child.signalCode !== null) throw new Error(`sshd in ${peer.ns} exited; log:\n${await tail(logPath)}`);
+      const banner = await readBanner(peer.addr, port, 500);
+      if (banner?.startsWith('SSH-2.0-OpenSSH') === true) return child;
+      if (Date.now() > until) throw new Error(`sshd in ${peer.ns} not ready within ${READY_TIMEOUT_MS} ms; log:\n${await tail(logPath)}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  } catch (err) {
+    await peer.killAll().catch(() => undefined);
+    await waitForExit(child, 2000);
     throw err;
   }
 }
