@@ -12,7 +12,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { promisify } from 'node:util';
-import { isAlive } from '../support/sshd.ts';
+import { isAlive, onProcessExit } from '../support/sshd.ts';
 
 const execFileAsync = promisify(execFile);
 
@@ -156,46 +156,6 @@ export function removeStale(): string[] {
 }
 
 // ---------------------------------------------------------------------------------------
-// Exit-time cleanup: 'exit', SIGINT and SIGTERM run every registered cleanup synchronously.
-
-const exitCleanups = new Set<() => void>();
-let hooksInstalled = false;
-
-function runExitCleanups(): void {
-  for (const fn of [...exitCleanups]) {
-    try {
-      fn();
-    } catch {
-      // best effort
-    }
-  }
-  exitCleanups.clear();
-}
-
-function installHooks(): void {
-  if (hooksInstalled) return;
-  hooksInstalled = true;
-  process.on('exit', runExitCleanups);
-  for (const [signal, code] of [
-    ['SIGINT', 130],
-    ['SIGTERM', 143],
-    ['SIGHUP', 129],
-  ] as const) {
-    process.once(signal, () => {
-      runExitCleanups();
-      process.exit(code);
-    });
-  }
-}
-
-/** Registers a synchronous cleanup for process exit; returns its remover. */
-export function atExit(fn: () => void): () => void {
-  installHooks();
-  exitCleanups.add(fn);
-  return () => exitCleanups.delete(fn);
-}
-
-// ---------------------------------------------------------------------------------------
 // The lab and its peers.
 
 /** One simulated host: a namespace, the veth pair to it and the faults it can suffer. */
@@ -218,7 +178,7 @@ export class Peer {
   ) {
     this.hostAddr = `${subnet}.${4 * index + 1}`;
     this.addr = `${subnet}.${4 * index + 2}`;
-    this.#removeHook = atExit(() => this.#removeSync());
+    this.#removeHook = onProcessExit(() => this.#removeSync());
   }
 
   /** Runs a command inside the namespace. */

@@ -11,8 +11,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Credentials } from '../../src/ssh/credentials.ts';
 import { keyCredentials, type TestTarget } from '../support/run-task.ts';
-import { readBanner, SSHD_PATH, tail, waitForExit } from '../support/sshd.ts';
-import { atExit, TMP_PREFIX, type Peer } from './lab.ts';
+import { onProcessExit, readBanner, SSHD_PATH, tail, waitForExit } from '../support/sshd.ts';
+import { TMP_PREFIX, type Peer } from './lab.ts';
 
 const execFileAsync = promisify(execFile);
 const READY_TIMEOUT_MS = 10_000;
@@ -60,7 +60,7 @@ async function validate(configPath: string): Promise<{ ok: boolean; stderr: stri
 export async function startNsSshd(peer: Peer, port = 22): Promise<NsSshd> {
   if (!existsSync('/run/sshd')) mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), `${TMP_PREFIX}-${process.pid}-`));
-  const removeDirHook = atExit(() => rmSync(dir, { recursive: true, force: true }));
+  const removeDirHook = onProcessExit(() => rmSync(dir, { recursive: true, force: true }));
   let child: ChildProcess | undefined;
   try {
     const user = os.userInfo().username;

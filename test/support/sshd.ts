@@ -246,22 +246,40 @@ async function waitUntil(done: () => boolean, ms: number): Promise<void> {
   while (!done() && Date.now() < until) await sleep(Math.min(20, Math.max(1, until - Date.now())));
 }
 
-/** Synchronous last-resort cleanups run when the test process exits without stop(). */
+/**
+ * Synchronous last-resort cleanups, run when the test process exits without stop() — also
+ * when it is killed by SIGTERM (the test runner's per-file timeout), SIGINT or SIGHUP, which
+ * would otherwise end it without an 'exit' event and leave sshd processes and namespaces behind.
+ */
 const exitCleanups = new Set<() => void>();
-let exitHookInstalled = false;
+let exitHooksInstalled = false;
 
+function runExitCleanups(): void {
+  for (const fn of [...exitCleanups]) {
+    try {
+      fn();
+    } catch {
+      // best effort
+    }
+  }
+  exitCleanups.clear();
+}
+
+/** Registers a synchronous cleanup for process exit (or a terminating signal); returns its remover. */
 export function onProcessExit(cleanup: () => void): () => void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const fn of exitCleanups) {
-        try {
-          fn();
-        } catch {
-          // best effort
-        }
-      }
-    });
+  if (!exitHooksInstalled) {
+    exitHooksInstalled = true;
+    process.on('exit', runExitCleanups);
+    for (const [signal, code] of [
+      ['SIGINT', 130],
+      ['SIGTERM', 143],
+      ['SIGHUP', 129],
+    ] as const) {
+      process.once(signal, () => {
+        runExitCleanups();
+        process.exit(code);
+      });
+    }
   }
   exitCleanups.add(cleanup);
   return () => exitCleanups.delete(cleanup);
