@@ -27,6 +27,8 @@ export class SshConnection {
   readonly #ledger: ResourceLedger;
   readonly #handle: ResourceHandle;
   readonly #life = new AbortController();
+  readonly #closeWatchers = new Set<() => void>();
+  #isClosed = false;
   #firstError: Error | null = null;
 
   constructor(client: Client, socket: TrackedSocket, target: SshTarget, ledger: ResourceLedger, owner: string) {
@@ -47,7 +49,30 @@ export class SshConnection {
     this.closed = socket.closed.then(() => {
       this.#life.abort();
       this.#handle.release();
+      this.#isClosed = true;
+      for (const wake of this.#closeWatchers) wake();
+      this.#closeWatchers.clear();
     });
+  }
+
+  /**
+   * The connection's end, for one task's wait, with a way to stop watching. A pooled
+   * connection outlives thousands of tasks: every reaction a task leaves on {@link closed}
+   * (a `Promise.race` with it, say) is held until the connection closes — the soak measured
+   * ~700 bytes a task on a connection that never went idle. Call `dispose` when done.
+   */
+  watchClosed(): { readonly closed: Promise<void>; dispose(): void } {
+    let wake: (() => void) | undefined;
+    const closed = new Promise<void>((resolve) => {
+      if (this.#isClosed) resolve();
+      else this.#closeWatchers.add((wake = resolve));
+    });
+    return {
+      closed,
+      dispose: () => {
+        if (wake) this.#closeWatchers.delete(wake);
+      },
+    };
   }
 
   /** Aborts when the connection starts going away; work on it must stop. */

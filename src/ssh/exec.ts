@@ -238,6 +238,7 @@ async function runOnChannel(
   const stop = new LinkedAbort(scope.signal);
   const timers: ResourceHandle[] = [];
   const closed = new Promise<void>((resolve) => channel.once('close', () => resolve()));
+  const gone = connection.watchClosed();
 
   // `close` follows the exit once the server has sent the rest of the output; do not wait
   // on a server that never sends it (ssh2#980). The exit status is not flow-controlled and
@@ -300,7 +301,7 @@ async function runOnChannel(
   try {
     channel.end(request.stdin ?? undefined);
     const stopped = new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
-    await Promise.race([closed, connection.closed, stopped, exitGrace]);
+    await Promise.race([closed, gone.closed, stopped, exitGrace]);
     if (stop.signal.aborted && !exit.exited) {
       const killConfirmed = await killRemote({
         connection,
@@ -317,7 +318,7 @@ async function runOnChannel(
       const error = asTaskError(stop.signal.reason, 'running');
       return { exitCode: exit.code, signal: exit.signal, exitStatusMissing: false, stdout, stderr, killConfirmed, error };
     }
-    if (!exit.exited) await Promise.race([closed, connection.closed, exitGrace]);
+    if (!exit.exited) await Promise.race([closed, gone.closed, exitGrace]);
     if (exit.exited) {
       return { exitCode: exit.code, signal: exit.signal, exitStatusMissing: false, stdout, stderr, killConfirmed: null, error: null };
     }
@@ -330,5 +331,6 @@ async function runOnChannel(
     exit.onExit = null;
     for (const timer of timers) timer.release();
     stop.dispose();
+    gone.dispose();
   }
 }

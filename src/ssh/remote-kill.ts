@@ -48,7 +48,11 @@ export async function killRemote(target: KillTarget): Promise<boolean> {
     const expired = new Promise<boolean>((resolve) => {
       timer = ledger.timeout(task.id, ms, () => resolve(false), { purpose: 'kill-grace' });
     });
-    return Promise.race([target.channelClosed.then(() => true), connection.closed.then(() => true), expired]).finally(() => timer?.release());
+    const gone = connection.watchClosed();
+    return Promise.race([target.channelClosed.then(() => true), gone.closed.then(() => true), expired]).finally(() => {
+      timer?.release();
+      gone.dispose();
+    });
   };
   sendSignal(channel, 'KILL');
   const killer = runKillChannel(target);
