@@ -9,7 +9,7 @@
 // can remove what a crashed earlier run left behind, and everything is removed again on
 // destroy(), on process exit and on SIGINT/SIGTERM (synchronously, by pid and by name).
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { promisify } from 'node:util';
 import { isAlive, onProcessExit } from '../support/sshd.ts';
@@ -325,13 +325,21 @@ export class Lab {
   readonly #peers = new Set<Peer>();
   #next = 0;
 
-  private constructor(readonly subnet: string) {}
+  readonly #releaseSubnet: () => void;
+
+  private constructor(
+    readonly subnet: string,
+    releaseSubnet: () => void,
+  ) {
+    this.#releaseSubnet = releaseSubnet;
+  }
 
   /** Checks the prerequisites, removes leftovers of dead runs and picks an unused /24. */
   static async create(): Promise<Lab> {
     await preflight();
     removeStale();
-    return new Lab(await pickSubnet());
+    const { subnet, release } = await pickSubnet();
+    return new Lab(subnet, release);
   }
 
   /** A new namespace `leashchaos-<pid>-<n>` joined by a veth pair with a /30 of the lab's range. */
@@ -361,6 +369,7 @@ export class Lab {
     const peers = [...this.#peers];
     this.#peers.clear();
     const results = await Promise.allSettled(peers.map((p) => p.destroy()));
+    this.#releaseSubnet();
     const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed.length > 0) throw new Error(`lab cleanup: ${failed.map((f) => String(f.reason)).join('; ')}`);
   }
@@ -380,14 +389,40 @@ export class Lab {
   }
 }
 
-/** The first 10.213.S.0/24 (S from a pid-derived start) that no address or route here mentions. */
-async function pickSubnet(): Promise<string> {
+/**
+ * The first 10.213.S.0/24 (S from a pid-derived start) that no address or route here
+ * mentions and no other live test process has claimed: two labs may be made at once (the
+ * chaos suite and the soak run in parallel), and neither has addresses up at that point.
+ */
+async function pickSubnet(): Promise<{ subnet: string; release: () => void }> {
   const used = `${await run('ip', ['-4', '-o', 'addr', 'show'])}\n${await run('ip', ['-4', 'route', 'show', 'table', 'all'])}`;
   const start = process.pid % 200;
   for (let i = 0; i < 200; i++) {
     const s = 20 + ((start + i) % 200);
     const subnet = `${RANGE}.${s}`;
-    if (!used.includes(`${subnet}.`)) return subnet;
+    if (used.includes(`${subnet}.`)) continue;
+    const release = claim(`${os.tmpdir()}/${TMP_PREFIX}-subnet-${s}`);
+    if (release) return { subnet, release };
   }
   throw new Error(`no unused /24 in ${RANGE}.20.0-${RANGE}.219.0 on this machine`);
+}
+
+/** Creates `file` holding our pid unless a live process holds it; returns its remover, or null. */
+function claim(file: string): (() => void) | null {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, String(process.pid), { flag: 'wx' });
+      const removeHook = onProcessExit(() => rmSync(file, { force: true }));
+      return () => {
+        removeHook();
+        rmSync(file, { force: true });
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number(readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(holder) && holder > 0 && pidAlive(holder)) return null;
+      rmSync(file, { force: true }); // a dead run's claim
+    }
+  }
+  return null;
 }
