@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ResourceLedger } from '../src/lifecycle/ledger.ts';
+import { ResourceLedger, type ResourceHandle } from '../src/lifecycle/ledger.ts';
+import { collector } from './support/gc.ts';
 
 /** The creation-site frame must point here, at the caller, never into the ledger itself. */
 const THIS_FILE = /test\/ledger\.test\.ts:\d+:\d+/;
@@ -143,6 +144,30 @@ void describe('ResourceLedger ownership', () => {
     for (const h of [a1, b1, a3]) h.release();
     assert.equal(ledger.liveCount(), 0);
     assert.deepEqual(ledger.live(), []);
+  });
+});
+
+void describe('ResourceLedger handover keeps nothing of the creator alive', () => {
+  void test('a transferred entry does not hold the closures of the code that created it', async () => {
+    const ledger = new ResourceLedger();
+    const gc = collector();
+    let handle: ResourceHandle | undefined;
+    let creatorData: WeakRef<object> | undefined;
+    // Like a batch's fan-out: a large list in scope where a connection is opened.
+    (() => {
+      const tasks = Array.from({ length: 1000 }, (_, i) => ({ i }));
+      creatorData = new WeakRef(tasks);
+      [0].forEach(() => {
+        handle = ledger.open('ssh-connection', 'task-1', { n: tasks.length });
+      });
+    })();
+    handle!.transfer('pool');
+    // Let the creating frames go, then collect.
+    await sleep(0);
+    gc();
+    assert.equal(creatorData.deref(), undefined, 'the creator\'s list was collected');
+    assert.match(ledger.live()[0]!.site.top(), /ledger\.test\.ts/);
+    handle!.release();
   });
 });
 

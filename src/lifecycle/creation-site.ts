@@ -2,7 +2,9 @@
  * Where something was created, captured cheaply: V8 records the frames when the stack is
  * captured but formats them into text only when `.stack` is first read, so a creation site
  * costs a few microseconds and is formatted only when a debug dump asks for it
- * (../shared/DIAGNOSTICS.md: +2.9 µs captured, formatted at dump time).
+ * (../shared/DIAGNOSTICS.md: +2.9 µs captured, formatted at dump time). Until then the
+ * recorded frames keep their functions' closures alive: fine for what lives as long as a
+ * task; what outlives it should call {@link frames} once (ResourceHandle.transfer does).
  */
 export class CreationSite {
   readonly #holder: { stack?: string } = {};

@@ -85,6 +85,9 @@ export class ResourceHandle {
   transfer(owner: string): void {
     if (this.#released) throw new Error(`ledger: cannot transfer released ${this.#entry.kind} #${this.#entry.id}`);
     this.#entry.owner = owner;
+    // An unformatted stack holds its frames' closures (and all they reach: a batch's task
+    // list, say) for as long as the entry lives; a handed-over resource may live for hours.
+    this.#entry.site.frames();
   }
 }
 
