@@ -139,6 +139,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   let faults: FaultInjector | undefined;
   let tasksDone = 0;
   let lastReading: ProbeReading | null = null;
+  let lastReadingAt = 0;
   const checkpoints: SoakCheckpoint[] = [];
   const checks: QuietCheck[] = [];
   const byKind: Record<string, { count: number; failed: number; maxLifetimeMs: number }> = {};
@@ -208,6 +209,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       home,
       onSample: (reading) => {
         lastReading = reading;
+        lastReadingAt = performance.now();
         sampleLog.add(reading, { tasksDone, phase, fault: faults?.active ?? '' });
       },
       onExit: (why) => fail(why),
@@ -354,9 +356,11 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const settle = async (): Promise<{ reading: CheckReading; idleAfterMs: number }> => {
       const since = performance.now();
       await Promise.allSettled([...outstanding]);
-      const limit = performance.now() + IDLE_LIMIT_MS;
+      const settledAt = performance.now();
+      const limit = settledAt + IDLE_LIMIT_MS;
       for (;;) {
-        const r = lastReading;
+        // Only a reading taken after every driven task ended says anything about idleness.
+        const r = lastReadingAt > settledAt ? lastReading : null;
         const idle = r !== null && r.inFlight === 0 && r.ledgerWork === 0 && (baseline.fds === 0 || r.fds <= baseline.fds);
         if (idle || performance.now() > limit) break;
         await sleep(200);
