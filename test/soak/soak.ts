@@ -11,7 +11,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import type { TaskTimeouts } from '../../src/service/task-spec.ts';
-import { hardDeadlineMs } from '../../src/service/task-spec.ts';
 import { startDelayRelay, type DelayRelay } from '../chaos/delay-relay.ts';
 import { Lab } from '../chaos/lab.ts';
 import { startNsSshd, type NsSshd } from '../chaos/ns-sshd.ts';
@@ -24,7 +23,9 @@ import { SoakClient } from './http-client.ts';
 import type { CheckReading, ProbeReading } from './probe.ts';
 import { SampleLog } from './sample-log.ts';
 import { SoakService } from './service-handle.ts';
-import { kindPicker, TASK_KINDS, type Endpoint, type SoakTargets, type TaskKind } from './workload.ts';
+import { TaskDriver, type KindStats } from './driver.ts';
+import { scrapeMetrics, type ScrapedMetrics } from './metrics-scrape.ts';
+import { kindPicker, TASK_KINDS, type Endpoint, type SoakTargets } from './workload.ts';
 
 export interface SoakOptions {
   /** Whole length of the load cycles (set-up and warm-up come on top). */
@@ -53,8 +54,6 @@ const TOKEN = 'soak-admin-token-0123456789abcdef';
 const DEFAULT_TIMEOUTS: TaskTimeouts = { connectMs: 5000, handshakeMs: 10_000, authMs: 10_000, channelMs: 10_000, commandMs: 10_000, idleMs: 0 };
 const KEEPALIVE = { intervalMs: 1000, countMax: 2 };
 const POOL_IDLE_TTL_MS = 2000;
-/** How far past its hard deadline the driver follows a task before calling it lost. */
-const FOLLOW_SLACK_MS = 30_000;
 const REQUEST_LIMIT_MS = 90_000;
 /** How long a quiet phase may wait for the service to become idle before that is a failure. */
 const IDLE_LIMIT_MS = POOL_IDLE_TTL_MS + (KEEPALIVE.countMax + 1) * KEEPALIVE.intervalMs + 10_000;
@@ -74,7 +73,7 @@ export interface QuietCheck {
   readonly fds: number;
   readonly heapAfterGcMiB: number;
   readonly rssMiB: number;
-  readonly metrics: { readonly inFlight: number; readonly resourcesLive: number; readonly leaks: Readonly<Record<string, number>> };
+  readonly metrics: ScrapedMetrics;
 }
 
 export interface SoakReport {
@@ -84,7 +83,7 @@ export interface SoakReport {
   readonly cycles: number;
   readonly tasks: number;
   readonly batches: number;
-  readonly byKind: Readonly<Record<string, { count: number; failed: number; maxLifetimeMs: number }>>;
+  readonly byKind: Readonly<Record<string, KindStats>>;
   readonly outcomes: Readonly<Record<string, number>>;
   readonly faults: Readonly<Record<string, number>>;
   readonly baseline: { readonly heapAfterGcMiB: number; readonly fds: number; readonly rssMiB: number; readonly ledger: readonly string[] };
@@ -137,16 +136,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const sampleLog = new SampleLog(files.csv);
   let phase: 'active' | 'quiet' = 'active';
   let faults: FaultInjector | undefined;
-  let tasksDone = 0;
+  let driverRef: TaskDriver | undefined;
   let lastReading: ProbeReading | null = null;
   let lastReadingAt = 0;
   const checkpoints: SoakCheckpoint[] = [];
   const checks: QuietCheck[] = [];
-  const byKind: Record<string, { count: number; failed: number; maxLifetimeMs: number }> = {};
-  const outcomes: Record<string, number> = {};
-  let batches = 0;
   let scrapes = 0;
-  let maxDeadlineShare = 0;
   let cycles = 0;
   let baseline = { heapAfterGcMiB: 0, fds: 0, rssMiB: 0, fdTargets: new Set<string>(), ledger: [] as readonly string[] };
 
@@ -210,7 +205,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       onSample: (reading) => {
         lastReading = reading;
         lastReadingAt = performance.now();
-        sampleLog.add(reading, { tasksDone, phase, fault: faults?.active ?? '' });
+        sampleLog.add(reading, { tasksDone: driverRef?.tasksDone ?? 0, phase, fault: faults?.active ?? '' });
       },
       onExit: (why) => fail(why),
     }));
@@ -218,118 +213,17 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const admin = service.adminUrl?.startsWith('http') ? new SoakClient(service.adminUrl, TOKEN) : null;
     log(`service pid ${service.pid} at ${service.url}; targets: loop ${loop.port}, faulty ${faultySshd.host}, far ${relay.host}:${relay.port} -> ${farSshd.host}, ${hostile.size} hostile servers`);
 
-    // ---- driving one task ----------------------------------------------------------------
-    const outstanding = new Set<Promise<void>>();
-    const random = prng(options.seed);
+    const driver = (driverRef = new TaskDriver(client, targets, {
+      defaultTimeouts: DEFAULT_TIMEOUTS,
+      random: prng(options.seed),
+      fail,
+      faultNow: () => faults?.active ?? null,
+    }));
     const pick = kindPicker(prng(options.seed ^ 0x5eed));
-    let n = 0;
-
-    const lifetimeProblem = (task: any, hardMs: number, kind: string): string | null => {
-      const left = (task?.stages ?? []).find((s: any) => s.stage !== 'queued');
-      if (!left || typeof task.finishedAt !== 'string') return null;
-      const ms = Date.parse(task.finishedAt) - Date.parse(left.startedAt);
-      const stats = byKind[kind];
-      if (stats) stats.maxLifetimeMs = Math.max(stats.maxLifetimeMs, ms);
-      maxDeadlineShare = Math.max(maxDeadlineShare, ms / hardMs);
-      return ms > hardMs ? `task ${task.id} lived ${ms} ms after leaving the queue, past its hard deadline of ${hardMs} ms` : null;
-    };
-
-    const terminal = (task: any): boolean => task && task.status !== 'queued' && task.status !== 'running';
-
-    const poll = async (id: string, route: string, done: (body: any) => boolean, until: number): Promise<any> => {
-      for (;;) {
-        const res = await client.json('GET', route, undefined, REQUEST_LIMIT_MS);
-        if (res.status !== 200) throw new Error(`GET ${route}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
-        if (done(res.body)) return res.body;
-        if (performance.now() > until) throw new Error(`${id} not finished ${FOLLOW_SLACK_MS} ms past its hard deadline: ${JSON.stringify(res.body).slice(0, 300)}`);
-        await sleep(250);
-      }
-    };
-
-    const submit = async (body: Record<string, unknown>): Promise<any> => {
-      const res = await client.json('POST', '/v1/tasks', body, REQUEST_LIMIT_MS);
-      if (res.status !== 200 && res.status !== 202) throw new Error(`POST /v1/tasks: HTTP ${res.status} ${JSON.stringify(res.body)}`);
-      return res.body;
-    };
-
-    const follow = async (kind: TaskKind, body: Record<string, unknown>, until: number): Promise<any> => {
-      const pollTask = (id: string): Promise<any> => poll(id, `/v1/tasks/${id}`, terminal, until);
-      switch (kind.follow) {
-        case 'wait': {
-          const task = await submit({ ...body, wait: 60 });
-          return terminal(task) ? task : pollTask(task.id);
-        }
-        case 'events': {
-          const task = await submit(body);
-          const events = await client.events(task.id, Math.max(1000, until - performance.now()));
-          const last = events[events.length - 1];
-          if (last?.event !== 'result') throw new Error(`events of ${task.id} ended without a result: ${events.map((e) => e.event).join(',')}`);
-          return pollTask(task.id);
-        }
-        case 'cancel': {
-          const task = await submit(body);
-          await sleep(200 + random() * 600);
-          const res = await client.json('POST', `/v1/tasks/${task.id}/cancel`, undefined, REQUEST_LIMIT_MS);
-          if (res.status !== 200) throw new Error(`cancel ${task.id}: HTTP ${res.status} ${JSON.stringify(res.body)}`);
-          return pollTask(task.id);
-        }
-        case 'batch':
-          throw new Error('a batch is not a task');
-      }
-    };
-
-    const drive = async (kind: TaskKind, number: number): Promise<void> => {
-      const stats = (byKind[kind.name] ??= { count: 0, failed: 0, maxLifetimeMs: 0 });
-      const body = kind.body(targets, number);
-      const timeouts = { ...DEFAULT_TIMEOUTS, ...(body.timeouts as Partial<TaskTimeouts> | undefined) };
-      const hardMs = hardDeadlineMs(timeouts) ?? Infinity;
-      const until = performance.now() + hardMs + FOLLOW_SLACK_MS;
-      let outcome = 'driver-error';
-      let problem: string | null;
-      try {
-        if (kind.follow === 'batch') {
-          const created = await client.json('POST', '/v1/batches', body, REQUEST_LIMIT_MS);
-          if (created.status !== 202) throw new Error(`POST /v1/batches: HTTP ${created.status} ${JSON.stringify(created.body)}`);
-          const batch = await poll(created.body.id, `/v1/batches/${created.body.id}`, (b) => b.status !== 'running', until);
-          batches++;
-          outcome = `batch/${batch.status}`;
-          problem = kind.check(batch, number);
-          const list = await client.json('GET', `/v1/tasks?batch=${created.body.id}&limit=100`, undefined, REQUEST_LIMIT_MS);
-          for (const task of list.body?.tasks ?? []) {
-            tasksDone++;
-            problem ??= lifetimeProblem(task, hardMs, kind.name);
-          }
-        } else {
-          const task = await follow(kind, body, until);
-          tasksDone++;
-          outcome = task.error ? `${task.status}/${task.error.code}` : task.status;
-          problem = kind.check(task, number) ?? lifetimeProblem(task, hardMs, kind.name);
-        }
-      } catch (err) {
-        problem = err instanceof Error ? err.message : String(err);
-      }
-      stats.count++;
-      outcomes[outcome] = (outcomes[outcome] ?? 0) + 1;
-      if (problem) {
-        stats.failed++;
-        fail(`${kind.name} #${number}${faults?.active ? ` (fault ${faults.active})` : ''}: ${problem}`);
-      }
-    };
-
-    const start = (kind: TaskKind): void => {
-      const p = drive(kind, ++n).finally(() => outstanding.delete(p));
-      outstanding.add(p);
-    };
-
-    /** Prometheus' view: the gauges and the leak counter, summed over labels. */
-    const scrape = async (): Promise<QuietCheck['metrics']> => {
-      const res = await client.json('GET', '/metrics', undefined, REQUEST_LIMIT_MS);
-      if (res.status !== 200 || typeof res.body !== 'string') throw new Error(`GET /metrics: HTTP ${res.status}`);
+    const scrape = async (): Promise<ScrapedMetrics> => {
+      const m = await scrapeMetrics(client, REQUEST_LIMIT_MS);
       scrapes++;
-      const sum = (name: string): number => metricLines(res.body, name).reduce((a, l) => a + l.value, 0);
-      const leaks: Record<string, number> = {};
-      for (const l of metricLines(res.body, 'leash_leaks_total')) leaks[l.labels] = l.value;
-      return { inFlight: sum('leash_tasks_in_flight'), resourcesLive: sum('leash_resources_live'), leaks };
+      return m;
     };
 
     /** Scrapes and dumps while the load runs, as an operator's tools would. */
@@ -355,7 +249,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     /** Waits for every driven task, then for the service to be idle; returns the reading after GC. */
     const settle = async (): Promise<{ reading: CheckReading; idleAfterMs: number }> => {
       const since = performance.now();
-      await Promise.allSettled([...outstanding]);
+      await driver.settled();
       const settledAt = performance.now();
       const limit = settledAt + IDLE_LIMIT_MS;
       for (;;) {
@@ -371,7 +265,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
 
     // ---- warm-up: one task of every kind, then the baseline --------------------------------
     log('warm-up: one task of each kind');
-    for (const kind of TASK_KINDS) start(kind);
+    for (const kind of TASK_KINDS) driver.start(kind);
     await scrape();
     {
       phase = 'quiet';
@@ -411,14 +305,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         const due = activeStart + i * interval;
         if (due >= activeEnd) break;
         await sleepUntil(due);
-        start(pick());
+        driver.start(pick());
       }
       await Promise.all([faulting, observing]);
 
       phase = 'quiet';
       const quietStart = performance.now();
       const { reading, idleAfterMs } = await settle();
-      let metrics: QuietCheck['metrics'] = { inFlight: NaN, resourcesLive: NaN, leaks: {} };
+      let metrics: ScrapedMetrics = { inFlight: NaN, resourcesLive: NaN, leaks: {} };
       try {
         metrics = await scrape();
       } catch (err) {
@@ -450,7 +344,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       if (metrics.resourcesLive !== reading.ledgerLive) fail(`${at}: leash_resources_live sums to ${metrics.resourcesLive}, the ledger holds ${reading.ledgerLive}`);
       const flagged = Object.entries(metrics.leaks).filter(([, v]) => v > 0);
       if (flagged.length > 0) fail(`${at}: leash_leaks_total ${JSON.stringify(Object.fromEntries(flagged))}`);
-      log(`${at}: idle after ${idleAfterMs} ms; ${tasksDone} tasks done; heap after GC ${reading.heapAfterGcMiB} MiB (baseline ${baseline.heapAfterGcMiB}); ${reading.fds} fds (baseline ${baseline.fds}); RSS ${reading.rssMiB} MiB; ${failureCount} failures so far`);
+      log(`${at}: idle after ${idleAfterMs} ms; ${driver.tasksDone} tasks done; heap after GC ${reading.heapAfterGcMiB} MiB (baseline ${baseline.heapAfterGcMiB}); ${reading.fds} fds (baseline ${baseline.fds}); RSS ${reading.rssMiB} MiB; ${failureCount} failures so far`);
       await sleepUntil(quietStart + options.quietMs);
     }
   } catch (err) {
@@ -468,10 +362,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     startedAt: startedAt.toISOString(),
     elapsedS: Math.round((Date.now() - startedAt.getTime()) / 1000),
     cycles,
-    tasks: tasksDone,
-    batches,
-    byKind,
-    outcomes,
+    tasks: driverRef?.tasksDone ?? 0,
+    batches: driverRef?.batches ?? 0,
+    byKind: driverRef?.byKind ?? {},
+    outcomes: driverRef?.outcomes ?? {},
     faults: Object.fromEntries(faults?.injected() ?? []),
     baseline: { heapAfterGcMiB: baseline.heapAfterGcMiB, fds: baseline.fds, rssMiB: baseline.rssMiB, ledger: baseline.ledger },
     checks,
@@ -482,7 +376,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       ledgerLive: peakOf((s) => s.ledgerLive),
       fds: peakOf((s) => s.fds),
     },
-    maxDeadlineShare: Math.round(maxDeadlineShare * 1000) / 1000,
+    maxDeadlineShare: Math.round((driverRef?.maxDeadlineShare ?? 0) * 1000) / 1000,
     scrapes,
     failureCount,
     failures,
@@ -522,16 +416,4 @@ async function teardown(f: Fixtures, fail: (what: string) => void): Promise<void
       fail(`${what}: ${(err as Error).message}`);
     }
   }
-}
-
-/** Samples of one metric in Prometheus' text format: labels as written, value. */
-function metricLines(text: string, name: string): Array<{ labels: string; value: number }> {
-  const out: Array<{ labels: string; value: number }> = [];
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name)) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
-    if (!m || m[1] !== name) continue;
-    out.push({ labels: m[2] ?? '', value: Number(m[3]) });
-  }
-  return out;
 }
