@@ -81,7 +81,7 @@ function runKillChannel(target: KillTarget): Promise<void> {
       // The kill command hangs or the server never answered: stop waiting for it.
       gaveUp = true;
       stream?.close();
-      void target.abandon(handle).finally(resolve);
+      void target.abandon(handle).then(resolve, resolve);
     }, { purpose: 'kill-channel' });
     const done = (): void => {
       timer.release();
