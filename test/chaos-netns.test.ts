@@ -169,7 +169,10 @@ describe('chaos: network faults in namespaces', () => {
 
   test('6. 200 ms latency each way with 5% loss: tasks still succeed, within the deadlines', async (t) => {
     const delayMs = 200;
-    const timeouts: TaskTimeouts = { connectMs: 5000, handshakeMs: 10_000, authMs: 10_000, channelMs: 10_000, commandMs: 20_000, idleMs: 0 };
+    // The relay's own TCP connect to sshd crosses the lossy link inside leash's handshake
+    // stage: a SYN lost three times costs 1 + 2 + 4 s of retransmits before the banner can
+    // come (seen once in CI at a 10 s deadline). 20 s covers four losses in a row.
+    const timeouts: TaskTimeouts = { connectMs: 5000, handshakeMs: 20_000, authMs: 10_000, channelMs: 10_000, commandMs: 30_000, idleMs: 0 };
     await withPeer(async (peer, sshd) => {
       await peer.randomLoss(0.05);
       const relay = await startDelayRelay(peer.hostAddr, { host: sshd.host, port: sshd.port }, delayMs);
