@@ -209,7 +209,35 @@ describe('restart', () => {
     } finally {
       assert.deepEqual(await second.stop('SIGTERM'), { code: 0, signal: null }, second.stderr());
     }
+  });
 
+  test('kill -9 during a task behind a jump host: the next process reaches its orphan through the same jump host', async () => {
+    const l = await layout();
+    const first = await serve(l);
+    const mark = marker();
+    // The harness sshd is its own bastion: it forwards to itself.
+    const r = await apiRequest(first.url, 'POST', '/v1/tasks', task(`sleep ${mark}`, { jump: [`127.0.0.1:${sshd.port}`] }));
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    await waitForRunningStage(first.url, r.body.id);
+    await waitUntil('the remote sleep', () => remoteSleeps(mark).length > 0);
+    const [sleepPid] = remoteSleeps(mark);
+    assert.ok(sleepPid !== undefined);
+    orphans.push({ pid: sleepPid, mark });
+    assert.deepEqual(await first.stop('SIGKILL'), { code: null, signal: 'SIGKILL' });
+
+    const logins = async (): Promise<number> => ((await readFile(sshd.logPath, 'utf8')).match(/Accepted publickey for /g) ?? []).length;
+    const before = await logins();
+    const second = await serve(l);
+    try {
+      await waitUntil('the orphaned remote sleep to be stopped', () => !(isAlive(sleepPid) && remoteSleeps(mark).includes(sleepPid)));
+      await waitUntil('the reaping to be logged', () => second.stdout().includes('stopped the remote process an interrupted task left running'));
+      // Two logins: the bastion, then the target through it (a direct connection would be one).
+      await waitUntil('two logins by the reaper', async () => (await logins()) - before >= 2);
+      assert.equal((await logins()) - before, 2);
+      assert.equal((await getTask(second.url, r.body.id)).status, 'interrupted');
+    } finally {
+      assert.deepEqual(await second.stop('SIGTERM'), { code: 0, signal: null }, second.stderr());
+    }
   });
 });
 

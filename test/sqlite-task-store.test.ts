@@ -135,6 +135,23 @@ void describe('SqliteTaskStore basics', () => {
     });
   });
 
+  void test('the jump hosts of a task are kept (first hop first) and come back with it; none is no field', async () => {
+    await withStoreDir(async (dir, ledger) => {
+      const store = await open(dir, ledger);
+      const jump = [
+        { host: 'bastion.example.com', port: 2222, user: 'jumper' },
+        { host: '10.0.0.1', port: 22, user: 'deploy' },
+      ];
+      await store.createTask(newTask('j-1', { jump }));
+      await store.createTask(newTask('j-2'));
+      assert.deepEqual((await store.getTask('j-1'))?.jump, jump);
+      assert.equal('jump' in ((await store.getTask('j-2')) ?? {}), false);
+      const interrupted = await store.interruptUnfinished('the test said so', Date.now());
+      assert.deepEqual(interrupted.find((t) => t.id === 'j-1')?.jump, jump, 'what the restart reaper reads');
+      await store.close();
+    });
+  });
+
   void test('createBatch creates the batch and all its tasks; a failing insert leaves nothing', async () => {
     await withStoreDir(async (dir, ledger) => {
       const store = await open(dir, ledger);

@@ -148,12 +148,15 @@ export class TaskService {
     const maxOutputBytes = request.maxOutputBytes ?? policy.maxOutputBytes;
     const target = { host: request.host, port: request.port, user };
     const execId = randomUUID();
+    const jump = request.jump.map((hop) => ({ host: hop.host, port: hop.port, user: hop.user === '' ? (identity.user ?? user) : hop.user }));
     const record: NewTask = {
       id: randomUUID(),
       target,
       command: request.command,
       identity: identityName,
       execId,
+      // Stored so that a restarted service can reach the task's remote processes after a crash.
+      ...(jump.length > 0 ? { jump } : {}),
       envNames: Object.keys(request.env),
       timeouts,
       maxOutputBytes,
@@ -174,7 +177,7 @@ export class TaskService {
       hostKeys: identity.hostKeys ?? this.#deps.hostKeys,
       reuse: request.reuse ?? policy.reuse,
       retries: request.retries,
-      ...(request.jump.length > 0 ? { jump: request.jump.map((hop) => ({ host: hop.host, port: hop.port, user: hop.user === '' ? (identity.user ?? user) : hop.user })) } : {}),
+      ...(jump.length > 0 ? { jump } : {}),
     };
     return { record, spec };
   }
@@ -308,9 +311,9 @@ export class TaskService {
 
   /**
    * After a crash: for each interrupted task whose command had started, connects with its
-   * identity and kills every remote session marked with its exec id — without a pty, sshd
-   * leaves a command running when its client dies. Best effort, in the background, each
-   * outcome logged; {@link drain} stops it.
+   * identity (through its jump hosts, if any) and kills every remote session marked with
+   * its exec id — without a pty, sshd leaves a command running when its client dies. Best
+   * effort, in the background, each outcome logged; {@link drain} stops it.
    */
   reapOrphans(interrupted: readonly StoredTask[]): void {
     const { identities, logger, policy } = this.#deps;
@@ -332,6 +335,7 @@ export class TaskService {
         maxOutputBytes: 4096,
         credentials: identity.credentials,
         hostKeys: identity.hostKeys ?? this.#deps.hostKeys,
+        ...(task.jump && task.jump.length > 0 ? { jump: task.jump } : {}),
       });
     }
     if (specs.length === 0) return;

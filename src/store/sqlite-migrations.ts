@@ -76,6 +76,11 @@ export const MIGRATIONS: readonly Migration[] = [
     name: 'exec ids, to find the remote processes of a task after a crash',
     sql: `ALTER TABLE tasks ADD COLUMN exec_id TEXT;`,
   },
+  {
+    version: 3,
+    name: 'jump hosts, to reach the remote processes of a task behind them after a crash',
+    sql: `ALTER TABLE tasks ADD COLUMN jump TEXT;`,
+  },
 ];
 
 /** The schema version this code knows: the last step of {@link MIGRATIONS}. */

@@ -5,6 +5,7 @@ import type { ErrorCode } from '../lifecycle/errors.ts';
 import { ledger as processLedger, type ResourceHandle, type ResourceLedger } from '../lifecycle/ledger.ts';
 import { canEnter, TERMINAL_STATUSES, type Stage } from '../lifecycle/stages.ts';
 import type { StageTiming, TaskReport } from '../lifecycle/task-report.ts';
+import type { TaskTarget } from '../lifecycle/task-table.ts';
 import { runMigrations } from './sqlite-migrations.ts';
 import type {
   BatchCounts,
@@ -39,6 +40,7 @@ interface TaskRow {
   user: string;
   identity: string | null;
   exec_id: string | null;
+  jump: string | null;
   command: string;
   env_names: string;
   timeouts: string;
@@ -92,6 +94,7 @@ interface TaskInsert {
   user: string;
   identity: string | null;
   exec_id: string | null;
+  jump: string | null;
   command: string;
   env_names: string;
   timeouts: string;
@@ -121,9 +124,9 @@ function prepareStatements(db: Database.Database) {
   return {
     ping: db.prepare<[], { one: number }>('SELECT 1 AS one'),
     insertTask: db.prepare<TaskInsert>(
-      `INSERT INTO tasks (id, host, port, user, identity, exec_id, command, env_names, timeouts, max_output_bytes, batch_id,
+      `INSERT INTO tasks (id, host, port, user, identity, exec_id, jump, command, env_names, timeouts, max_output_bytes, batch_id,
                           submitted_by, status, stage, stage_at, stages, created_at, updated_at)
-       VALUES (@id, @host, @port, @user, @identity, @exec_id, @command, @env_names, @timeouts, @max_output_bytes, @batch_id,
+       VALUES (@id, @host, @port, @user, @identity, @exec_id, @jump, @command, @env_names, @timeouts, @max_output_bytes, @batch_id,
                @submitted_by, 'queued', 'queued', @created_at, @stages, @created_at, @created_at)`,
     ),
     insertBatch: db.prepare<BatchRow>(
@@ -502,6 +505,7 @@ function taskInsert(task: NewTask): TaskInsert {
     user: task.target.user,
     identity: task.identity,
     exec_id: task.execId,
+    jump: task.jump && task.jump.length > 0 ? JSON.stringify(task.jump.map((h) => ({ host: h.host, port: h.port, user: h.user }))) : null,
     command: task.command,
     env_names: JSON.stringify(task.envNames.map(String)),
     timeouts: JSON.stringify(timeouts(task.timeouts)),
@@ -565,6 +569,7 @@ function taskFromRow(row: TaskRow): StoredTask {
     command: row.command,
     identity: row.identity,
     execId: row.exec_id,
+    ...(row.jump === null ? {} : { jump: JSON.parse(row.jump) as TaskTarget[] }),
     envNames: JSON.parse(row.env_names) as string[],
     timeouts: JSON.parse(row.timeouts) as StoredTimeouts,
     maxOutputBytes: row.max_output_bytes,

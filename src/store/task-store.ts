@@ -31,6 +31,8 @@ export interface NewTask {
    * so that a restarted service can find and stop what a crashed one left running.
    */
   readonly execId: string | null;
+  /** Jump hosts the task went through, first hop first (absent: none). */
+  readonly jump?: readonly TaskTarget[];
   readonly envNames: readonly string[];
   readonly timeouts: StoredTimeouts;
   readonly maxOutputBytes: number;
