@@ -171,7 +171,7 @@ void describe('connection pool under volume and refusal', () => {
     server = null;
   });
 
-  void test('10,000 pooled tasks: every one ok, at most the connection limit opened, nothing retained per task, ledger empty afterwards', async () => {
+  void test('18,000 pooled tasks: every one ok, at most the connection limit opened, nothing retained per task, ledger empty afterwards', async (t) => {
     server = await startHostileServer('cooperative');
     const p = newPool({ maxConnectionsPerKey: 4, maxChannelsPerConnection: 8 });
     const target = { host: server.host, port: server.port, user: TEST_USER, knownHostsLine: server.knownHostsLine };
@@ -199,19 +199,27 @@ void describe('connection pool under volume and refusal', () => {
       gc();
       return process.memoryUsage().heapUsed;
     };
-    // Three runs on the same connections (they never sit idle long enough to close):
-    // anything a task leaves on a connection (a reaction on its `closed` promise, a
-    // listener) adds up from one run to the next. Runs two and three are alike, so what
-    // the newest run's leftovers hold (idle timers) is the same at both measurements.
-    await runMany(2000);
-    await runMany(4000);
+    // Runs on the same connections (they never sit idle long enough to close): anything a
+    // task leaves on a connection (a reaction on its `closed` promise, a listener) adds up
+    // from one run to the next — ~500 bytes a task when exec raced `connection.closed`.
+    // The measured runs are alike, so what the newest run's leftovers hold (idle timers) is
+    // the same at each measurement. JIT compilation also grows the heap now and then, by
+    // up to ~1.5 MB between two runs on a loaded machine; a leak shows in both deltas, a
+    // compilation burst rarely in both, so the smaller delta is the one judged.
+    const measured = 5000;
+    await runMany(3000);
+    await runMany(measured);
+    const first = heapAfterGc();
+    await runMany(measured);
     const second = heapAfterGc();
-    await runMany(4000);
-    const perTask = (heapAfterGc() - second) / 4000;
-    assert.equal(ok, 10_000);
+    await runMany(measured);
+    const third = heapAfterGc();
+    const perTask = Math.min(second - first, third - second) / measured;
+    assert.equal(ok, 3000 + 3 * measured);
     assert.ok(peak <= 4, `pool within its limit: at most ${peak} connections`);
     assert.ok(server.acceptedConnections() <= 4, `the server accepted ${server.acceptedConnections()} connections`);
-    assert.ok(perTask < 200, `${Math.round(perTask)} bytes of heap retained per task on long-lived pooled connections`);
+    t.diagnostic(`heap retained per task: ${Math.round((second - first) / measured)} and ${Math.round((third - second) / measured)} bytes`);
+    assert.ok(perTask < 250, `${Math.round(perTask)} bytes of heap retained per task on long-lived pooled connections`);
     await p.close();
     await eventually('server side closed', () => server!.openConnections() === 0);
   });
