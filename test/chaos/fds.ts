@@ -1,20 +1,23 @@
-// Sockets this process holds, from /proc/self/fd: a test must not leave one behind.
+// Descriptors this process holds, from /proc/self/fd: a test must not leave a socket behind.
 import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync } from 'node:fs';
 
-/** "fd -> socket:[inode]" for every socket descriptor of this process. */
-export function openSockets(): Set<string> {
-  const out = new Set<string>();
+/** `fd -> target` for every descriptor of this process (the listing's own one drops out). */
+export function openFdTargets(): string[] {
+  const out: string[] = [];
   for (const fd of readdirSync('/proc/self/fd')) {
-    let target: string;
     try {
-      target = readlinkSync(`/proc/self/fd/${fd}`);
+      out.push(`${fd} -> ${readlinkSync(`/proc/self/fd/${fd}`)}`);
     } catch {
-      continue; // closed meanwhile (e.g. the readdir's own descriptor)
+      // closed meanwhile: the directory listing's own descriptor
     }
-    if (target.startsWith('socket:')) out.add(`${fd} -> ${target}`);
   }
   return out;
+}
+
+/** "fd -> socket:[inode]" for every socket descriptor of this process. */
+export function openSockets(): Set<string> {
+  return new Set(openFdTargets().filter((f) => f.includes(' -> socket:')));
 }
 
 /** Asserts that no socket exists now that did not exist in `before`, allowing `settleMs` for closes under way. */

@@ -1,8 +1,8 @@
 // What the soak reads inside the service process, and the messages that carry it over the
 // IPC channel between the service (service-main.ts) and the driver (service-handle.ts).
-import { readdirSync, readlinkSync } from 'node:fs';
 import type { ResourceLedger } from '../../src/lifecycle/ledger.ts';
 import type { TaskTable } from '../../src/lifecycle/task-table.ts';
+import { openFdTargets } from '../chaos/fds.ts';
 
 const MIB = 2 ** 20;
 /**
@@ -42,19 +42,6 @@ export type FromService =
   | { readonly type: 'check'; readonly id: number; readonly reading: CheckReading }
   | { readonly type: 'stopped' }
   | { readonly type: 'failed'; readonly message: string };
-
-/** `fd -> target` for every descriptor of this process (the listing's own one drops out). */
-export function openFdTargets(): string[] {
-  const out: string[] = [];
-  for (const fd of readdirSync('/proc/self/fd')) {
-    try {
-      out.push(`${fd} -> ${readlinkSync(`/proc/self/fd/${fd}`)}`);
-    } catch {
-      // closed meanwhile: the directory listing's own descriptor
-    }
-  }
-  return out;
-}
 
 export function readProbe(ledger: ResourceLedger, tasks: TaskTable): ProbeReading {
   const m = process.memoryUsage();
