@@ -3,17 +3,11 @@
 // is left open in this process and the descriptor count can return to its baseline.
 // fetch() would keep idle sockets in undici's global pool for seconds.
 import http from 'node:http';
+import { parseSseFrame, type SseEvent } from '../support/service.ts';
 
 export interface JsonResponse {
   readonly status: number;
   readonly body: any;
-}
-
-/** One server-sent event as read off the wire. */
-export interface StreamEvent {
-  readonly id: string | null;
-  readonly event: string;
-  readonly data: any;
 }
 
 export class SoakClient {
@@ -37,17 +31,17 @@ export class SoakClient {
   }
 
   /** Reads a task's event stream until the `result` event, the end of the stream or `timeoutMs`. */
-  events(taskId: string, timeoutMs: number): Promise<StreamEvent[]> {
+  events(taskId: string, timeoutMs: number): Promise<SseEvent[]> {
     return this.#request('GET', `/v1/tasks/${taskId}/events`, undefined, timeoutMs, async (res) => {
       if (res.statusCode !== 200) throw new Error(`events of ${taskId}: HTTP ${res.statusCode} ${await readAll(res)}`);
-      const events: StreamEvent[] = [];
+      const events: SseEvent[] = [];
       let buffer = '';
       res.setEncoding('utf8');
       for await (const chunk of res as AsyncIterable<string>) {
         buffer += chunk;
         let end: number;
         while ((end = buffer.indexOf('\n\n')) >= 0) {
-          const event = parseFrame(buffer.slice(0, end));
+          const event = parseSseFrame(buffer.slice(0, end));
           buffer = buffer.slice(end + 2);
           if (!event) continue;
           events.push(event);
@@ -96,17 +90,4 @@ async function readAll(res: http.IncomingMessage): Promise<string> {
   let text = '';
   for await (const chunk of res as AsyncIterable<string>) text += chunk;
   return text;
-}
-
-function parseFrame(frame: string): StreamEvent | null {
-  const fields = new Map<string, string>();
-  for (const line of frame.split('\n')) {
-    if (line.startsWith(':')) continue;
-    const colon = line.indexOf(':');
-    if (colon < 0) continue;
-    fields.set(line.slice(0, colon), line.slice(colon + 1).trimStart());
-  }
-  const event = fields.get('event');
-  if (event === undefined) return null;
-  return { id: fields.get('id') ?? null, event, data: JSON.parse(fields.get('data') ?? 'null') };
 }

@@ -126,6 +126,20 @@ export interface SseEvent {
   readonly data: any;
 }
 
+/** One frame of a server-sent event stream (the text between blank lines); null for a comment-only frame. */
+export function parseSseFrame(frame: string): SseEvent | null {
+  const fields = new Map<string, string>();
+  for (const line of frame.split('\n')) {
+    if (line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    if (colon < 0) continue;
+    fields.set(line.slice(0, colon), line.slice(colon + 1).trimStart());
+  }
+  const event = fields.get('event');
+  if (event === undefined) return null;
+  return { id: fields.get('id') ?? null, event, data: JSON.parse(fields.get('data') ?? 'null') };
+}
+
 /**
  * Reads a task's event stream until it ends (after `result`) or `limitMs` passes; sends
  * Last-Event-ID when given. Returns the events in order.
@@ -146,16 +160,9 @@ export async function readEvents(base: string, taskId: string, options: { lastEv
       buffer += decoder.decode(chunk as Uint8Array, { stream: true });
       let end: number;
       while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const frame = buffer.slice(0, end);
+        const event = parseSseFrame(buffer.slice(0, end));
         buffer = buffer.slice(end + 2);
-        const fields = new Map<string, string>();
-        for (const line of frame.split('\n')) {
-          if (line.startsWith(':')) continue;
-          const colon = line.indexOf(':');
-          fields.set(line.slice(0, colon), line.slice(colon + 1).trimStart());
-        }
-        if (!fields.has('event')) continue;
-        const event: SseEvent = { id: fields.get('id') ?? null, event: fields.get('event')!, data: JSON.parse(fields.get('data') ?? 'null') };
+        if (!event) continue;
         events.push(event);
         if (options.until?.(event)) {
           controller.abort();
