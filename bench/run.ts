@@ -246,7 +246,7 @@ function contenderTable(scenarios: readonly Scenario[], names: readonly string[]
       rows.push([
         s.title,
         name,
-        `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`,
+        p50Cell(x),
         fmt(x.p99),
         fmt(x.wallMs / 1000, 2),
         fmt(x.tps),
@@ -395,6 +395,16 @@ function paired(s: ApiScenario, f: (service: ApiRepResult, core: ApiRepResult) =
 const wallRatio = (s: ApiScenario): ReturnType<typeof paired> => paired(s, (svc, core) => svc.wallMs / svc.latencies.length / (core.wallMs / core.latencies.length));
 const p50Diff = (s: ApiScenario): ReturnType<typeof paired> => paired(s, (svc, core) => percentile(svc.latencies, 50) - percentile(core.latencies, 50));
 
+/** A median with the range of the repetitions' medians: `p50 [min–max]`. */
+function p50Cell(x: { readonly p50: number; readonly p50Min: number; readonly p50Max: number }): string {
+  return `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`;
+}
+
+/** Peak RSS in MiB and its growth over the run. */
+function peakRssCell(x: { readonly peakRssKiB: number; readonly rssGrowthKiB: number | null }): string {
+  return `${fmt(x.peakRssKiB / KiB)} (+${fmt((x.rssGrowthKiB ?? 0) / KiB)})`;
+}
+
 function apiTable(scenarios: readonly ApiScenario[]): Table {
   const rows: string[][] = [];
   for (const s of scenarios) {
@@ -403,7 +413,7 @@ function apiTable(scenarios: readonly ApiScenario[]): Table {
     const row = (name: string, x: ApiSummary): string[] => [
       s.title,
       name,
-      `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`,
+      p50Cell(x),
       fmt(x.p99),
       fmt(x.wallMs / 1000, 2),
       fmt(x.tps),
@@ -411,7 +421,7 @@ function apiTable(scenarios: readonly ApiScenario[]): Table {
       fmt(x.serverCpu),
       fmt(x.outsideMs),
       `${fmt(x.loopMean)} / ${fmt(x.loopP99)}`,
-      `${fmt(x.peakRssKiB / KiB)} (+${fmt((x.rssGrowthKiB ?? 0) / KiB)})`,
+      peakRssCell(x),
     ];
     rows.push(row('core', core), row('service', service));
     rows.push([
@@ -562,13 +572,13 @@ function diagTable(scenarios: readonly DiagScenario[]): Table {
       s.title,
       name,
       fmt(x.tps),
-      `${fmt(x.p50)} [${fmt(x.p50Min, 0)}–${fmt(x.p50Max, 0)}]`,
+      p50Cell(x),
       fmt(x.p99),
       fmt(x.wallMs / 1000, 2),
       fmt(x.clientCpu),
       fmt(x.serverCpu),
       `${fmt(x.loopMean)} / ${fmt(x.loopP99)}`,
-      `${fmt(x.peakRssKiB / KiB)} (+${fmt((x.rssGrowthKiB ?? 0) / KiB)})`,
+      peakRssCell(x),
     ];
     rows.push(row(DIAG_LABEL.off, off), row(DIAG_LABEL.on, on));
     rows.push([
